@@ -1,0 +1,44 @@
+# The repository's entry points. `make repro` runs the default experiment; `make test` checks everything.
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install test export-check nbtest pytest lint repro bench lab
+
+install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "from craft.project import write_offline_plots_template as w; w('.')"
+	touch $@
+
+test: install export-check nbtest pytest lint  ## exports in sync, notebook tests, pytest, ruff
+
+export-check:  ## craft/ must be exactly what nbdev-export makes from nbs/
+	@before=$$(find craft -name '*.py' -exec sha256sum {} + | sort); \
+	nbdev-export; \
+	after=$$(find craft -name '*.py' -exec sha256sum {} + | sort); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "craft/ was out of date with nbs/: nbdev-export rewrote it. Review and commit craft/."; exit 1; \
+	fi; echo "exports in sync"
+
+nbtest:
+	nbdev-test --n-workers 2 --timing
+
+pytest:
+	pytest
+
+lint:
+	ruff check craft tests benchmarks nbs
+
+repro: install  ## the default experiment, end to end
+	dvc repro
+
+bench: install  ## performance benchmarks (not part of the tests)
+	python benchmarks/grad_surgery.py
+
+lab: install
+	jupyter lab
