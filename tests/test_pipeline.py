@@ -1,0 +1,105 @@
+"""The DVC pipeline, run for real (dvc → papermill → craft) on a temporary copy under tiny parameters."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Overrides of params.yaml that make every stage fast; a changed craft value proves the injection works.
+TINY = {"train": {"steps": 12}, "preview": {"retention_losses": [0.5]}, "craft": {"lambda_lr": 0.125}}
+
+
+def merged(params: dict, overrides: dict) -> dict:
+    "params.yaml with `overrides` merged in, section by section."
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
+    for section, values in overrides.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    "Run `cmd` with the project's environment first on PATH; fail with its output."
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def stages() -> dict:
+    "The stages of dvc.yaml."
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    "A git copy of the working tree (tracked and unignored files) with tiny params, after `dvc repro`."
+    dst = tmp_path_factory.mktemp("repo")
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dst / name)
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        run(cmd, dst)
+    run(["dvc", "repro"], dst)
+    return dst
+
+
+def test_every_pipeline_notebook_is_a_stage():
+    commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in stages().values())
+    notebooks = sorted(p.name for p in (ROOT / "nbs" / "pipeline").glob("*.ipynb"))
+    assert notebooks, "nbs/pipeline holds no stage notebook"
+    assert [n for n in notebooks if f"nbs/pipeline/{n}" not in commands] == []
+
+
+def test_stage_notebooks_have_a_parameters_cell():
+    for path in (ROOT / "nbs" / "pipeline").glob("*.ipynb"):
+        tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
+        assert sum("parameters" in t for t in tags) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+
+
+def test_repro_produces_every_output(repo):
+    for name, stage in stages().items():
+        for entry in stage.get("outs", []) + stage.get("plots", []) + stage.get("metrics", []):
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            assert (repo / path).exists(), f"stage {name} did not write {path}"
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_executed_notebooks_used_the_tiny_params(repo):
+    config = json.loads((repo / "outputs" / "preview" / "craft_config.json").read_text())
+    assert config["lambda_lr"] == TINY["craft"]["lambda_lr"]
+    nb = nbformat.read(repo / "outputs" / "notebooks" / "05_preview.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(repo, bad)
+    params = yaml.safe_load((bad / "params.yaml").read_text())
+    params["craft"]["lambda_max"] = 0.1
+    (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["dvc", "repro"], check=False, cwd=bad, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "craft.lambda_max = 0.1 is not allowed: must be ≥ initial_lambda (1.0)" in result.stdout + result.stderr
+
+
+def test_dvc_plots_render_offline(repo):
+    from craft.project import write_offline_plots_template
+
+    write_offline_plots_template(repo)
+    run(["dvc", "plots", "show"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "vegaEmbed" in page and "cdn.jsdelivr" not in page and "constraint_preview" in page
