@@ -34,7 +34,8 @@ pytest:
 lint:
 	ruff check craft tests benchmarks nbs
 
-repro: install  ## the default experiment, end to end
+repro: install  ## the default experiment, end to end: restore the raw data, then run the pipeline
+	dvc pull data.dvc
 	dvc repro
 
 bench: install  ## performance benchmarks (not part of the tests)
