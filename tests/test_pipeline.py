@@ -1,12 +1,10 @@
 """The DVC pipeline, run for real (dvc → papermill → craft) on a temporary copy under tiny parameters."""
 import json
-import os
 import shutil
-import subprocess
 
 import nbformat
 import yaml
-from conftest import BIN, NOT_STAGES, ROOT, TINY, run
+from conftest import NOT_STAGES, ROOT, TINY, run
 
 
 def stages() -> dict:
@@ -49,8 +47,7 @@ def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path):
     params = yaml.safe_load((bad / "params.yaml").read_text())
     params["craft"]["lambda_max"] = 0.1
     (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["dvc", "repro"], check=False, cwd=bad, env=env, capture_output=True, text=True)
+    result = run(["dvc", "repro"], bad, check=False)
     assert result.returncode != 0
     assert "craft.lambda_max = 0.1 is not allowed: must be ≥ initial_lambda (1.0)" in result.stdout + result.stderr
 
