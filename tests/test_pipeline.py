@@ -3,6 +3,7 @@ import json
 import shutil
 
 import nbformat
+import pytest
 import yaml
 from conftest import NOT_STAGES, ROOT, TINY, run
 
@@ -41,15 +42,20 @@ def test_executed_notebooks_used_the_tiny_params(repo):
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
-def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path):
+@pytest.mark.parametrize("section, key, value, message", [
+    ("craft", "lambda_max", 0.1, "craft.lambda_max = 0.1 is not allowed: must be ≥ initial_lambda (1.0)"),
+    ("pretrain", "question_weight", 2, "pretrain.question_weight = 2.0 is not allowed: must be in [0, 1]"),
+    ("policy", "chunk", 4, "policy.chunk = 4 is not allowed: is not a SmallVLAConfig key; did you mean `chunk_size`?"),
+])
+def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path, section, key, value, message):
     bad = tmp_path / "bad"
     shutil.copytree(repo, bad)
     params = yaml.safe_load((bad / "params.yaml").read_text())
-    params["craft"]["lambda_max"] = 0.1
+    params[section][key] = value
     (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], bad, check=False)
     assert result.returncode != 0
-    assert "craft.lambda_max = 0.1 is not allowed: must be ≥ initial_lambda (1.0)" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
 
 
 def test_dvc_plots_render_offline(repo):
@@ -58,4 +64,5 @@ def test_dvc_plots_render_offline(repo):
     write_offline_plots_template(repo)
     run(["dvc", "plots", "show"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
-    assert "vegaEmbed" in page and "cdn.jsdelivr" not in page and "constraint_preview" in page
+    assert "vegaEmbed" in page and "cdn.jsdelivr" not in page
+    assert "constraint_preview" in page and "teacher_mcq" in page and "question_loss" in page
