@@ -15,7 +15,8 @@ TINY = {"train": {"steps": 12}, "preview": {"retention_losses": [0.5]}, "craft":
         "policy": {"vla": {"image_size": 24, "patch_size": 12, "width": 64, "vision_width": 64, "layers": 2,
                            "mlp": 128}},
         "pretrain": {"steps": 6, "question_batch": 4, "action_batch": 4, "log_freq": 3, "text_vocab": 400,
-                     "action_vocab": 400}}
+                     "action_vocab": 400},
+        "cache": {"num_anchors": 20, "batch_size": 8, "shard_size": 8}}
 # Stage notebooks that are not DVC stages: the collection notebook made the raw data behind data.dvc.
 NOT_STAGES = {"00_collect.ipynb"}
 
