@@ -1,4 +1,4 @@
-"""Anchor-cache build throughput against the teacher's forward-only throughput on the same batches, and bytes per anchor.
+"""Anchor-cache build throughput against the teacher's forward-only throughput on the same batches; bytes per anchor.
 
 Run from the repository root after `make repro` (it uses models/teacher and data/insertion):
     python benchmarks/anchor_cache.py
@@ -42,7 +42,8 @@ def main(anchors: int = 512, batch_size: int = 64, repeats: int = 3):
         for _ in range(repeats):                  # interleaved, fastest of each: this machine is noisy
             fwd.append(forward_only(policy, frames, rows, batch_size, list(hidden.retention_layers)))
             start = time.perf_counter()
-            build_anchor_cache(policy, teacher_dir, frames, "data/insertion", hidden, cfg, Path(d) / "h", progress=False)
+            build_anchor_cache(policy, teacher_dir, frames, "data/insertion", hidden, cfg, Path(d) / "h",
+                               progress=False)
             build.append(time.perf_counter() - start)
         build_anchor_cache(policy, teacher_dir, frames, "data/insertion", token, cfg, Path(d) / "t", progress=False)
         h, t = cache_bytes(Path(d) / "h"), cache_bytes(Path(d) / "t")
