@@ -267,6 +267,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'craft.train.load_checkpoint': ('train.html#load_checkpoint', 'craft/train.py'),
                              'craft.train.log_line': ('train.html#log_line', 'craft/train.py'),
                              'craft.train.optimizer_and_scheduler': ('train.html#optimizer_and_scheduler', 'craft/train.py'),
+                             'craft.train.process_shard': ('train.html#process_shard', 'craft/train.py'),
                              'craft.train.prune_checkpoints': ('train.html#prune_checkpoints', 'craft/train.py'),
                              'craft.train.retention_loss': ('train.html#retention_loss', 'craft/train.py'),
                              'craft.train.save_checkpoint': ('train.html#save_checkpoint', 'craft/train.py'),

@@ -11,7 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Overrides of params.yaml that make every stage fast; a changed craft value proves the injection works.
-TINY = {"train": {"steps": 12}, "preview": {"retention_losses": [0.5]}, "craft": {"lambda_lr": 0.125},
+TINY = {"train": {"steps": 12, "batch_size": 4, "warmup_steps": 2, "log_freq": 3, "save_freq": 5, "keep_last": 1},
+        "preview": {"retention_losses": [0.5]}, "craft": {"lambda_lr": 0.125},
         "policy": {"vla": {"image_size": 24, "patch_size": 12, "width": 64, "vision_width": 64, "layers": 2,
                            "mlp": 128}},
         "pretrain": {"steps": 6, "question_batch": 4, "action_batch": 4, "log_freq": 3, "text_vocab": 400,

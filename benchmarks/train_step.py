@@ -1,0 +1,82 @@
+"""CRaFT's step-time overhead over the baseline, side by side on the default model, against its floor.
+
+Run from the repository root after `make repro` (it uses models/teacher, cache/anchors and data/insertion):
+    python benchmarks/train_step.py
+The floor is 1 + t_anchor / (K · t_task): what the anchor pass alone must add every K steps.
+"""
+import dataclasses
+import time
+
+import torch
+import yaml
+
+from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
+from craft.config import CraftConfig, from_section
+from craft.grad_surgery import surgery_merge_
+from craft.modeling_small_vla import SmallVLAPolicy
+from craft.pretrain import FrameSet, decode_frames
+from craft.primal_dual import PrimalDual
+from craft.project import find_root
+from craft.train import RunState, TaskLoader, TrainConfig, optimizer_and_scheduler, retention_loss, update_step
+
+
+def main(rounds: int = 6):
+    torch.set_num_threads(2)
+    root = find_root()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    craft = from_section(CraftConfig, {**params["craft"], "enabled": True}, "craft")
+    cfg = from_section(TrainConfig, params["train"], "train")
+    teacher = root / "models" / "teacher"
+    policies = {name: SmallVLAPolicy.from_pretrained(teacher) for name in ("baseline", "craft")}
+    size, chunk = policies["craft"].config.vla.image_size, policies["craft"].config.chunk_size
+    frames = FrameSet({"data/insertion": decode_frames(root / "data" / "insertion", size, chunk, progress=False)})
+    cache = AnchorCacheDataset(root / craft.anchor_cache_dir, teacher, craft, policies["craft"].config.vla.width)
+    runs = {}
+    for name, policy in policies.items():
+        opt, sched = optimizer_and_scheduler(policy, dataclasses.replace(cfg, steps=10_000))
+        run_craft = dataclasses.replace(craft, enabled=name == "craft")
+        runs[name] = (policy, opt, sched, run_craft, RunState(PrimalDual.from_config(run_craft, 10_000)),
+                      TaskLoader(frames["data/insertion"], cfg.batch_size, 0),
+                      AnchorLoader(cache, frames, craft.anchor_batch_size, 0))
+    k, step, totals = craft.retention_freq, {"baseline": 0, "craft": 0}, {"baseline": [], "craft": []}
+    for r in range(rounds + 1):                      # round 0 warms up; rounds alternate the two methods
+        for name in ("baseline", "craft") if r % 2 else ("craft", "baseline"):
+            policy, opt, sched, run_craft, state, tasks, anchors = runs[name]
+            batches = [next(tasks) for _ in range(k)]
+            start = time.perf_counter()
+            for b in batches:
+                step[name] += 1
+                update_step(policy, b, opt, sched, cfg, run_craft, state, anchors, step[name])
+            if r:
+                totals[name].append((time.perf_counter() - start) / k)
+    policy, tasks, anchors = runs["craft"][0], runs["craft"][-2], runs["craft"][-1]
+    params_ = [p for p in policy.parameters() if p.requires_grad]
+    anchor_times, surgery_times = [], []
+    for _ in range(rounds):
+        inputs, targets = next(anchors)
+        start = time.perf_counter()
+        loss, _ = retention_loss(policy, inputs, targets, craft)
+        g_ret = list(torch.autograd.grad(loss, params_, allow_unused=True))
+        anchor_times.append(time.perf_counter() - start)
+        policy.zero_grad()
+        policy(next(tasks))[0].backward()                 # param.grad holds a real task gradient
+        dual = PrimalDual.from_config(craft, 10_000)
+        start = time.perf_counter()
+        surgery_merge_(params_, g_ret, dual.lam, craft.projection_mode, craft.conflict_threshold,
+                       craft.use_grad_projection)
+        dual.update(1, loss.item())
+        surgery_times.append(time.perf_counter() - start)
+    t_task, t_craft = min(totals["baseline"]), min(totals["craft"])
+    t_anchor, t_surgery = min(anchor_times), min(surgery_times)
+    floor = 1 + t_anchor / (k * t_task)
+    print(f"K = {k}, task batch {cfg.batch_size}, anchor batch {craft.anchor_batch_size}, "
+          f"{sum(p.numel() for p in params_) / 1e6:.2f} M parameters")
+    print(f"baseline step {t_task * 1e3:.1f} ms; CRaFT step (mean over K) {t_craft * 1e3:.1f} ms; "
+          f"anchor pass {t_anchor * 1e3:.1f} ms; surgery + merge + dual {t_surgery * 1e3:.2f} ms")
+    print(f"overhead ratio {t_craft / t_task:.3f}, floor {floor:.3f}, ratio ÷ floor {t_craft / t_task / floor:.3f}")
+    print(f"surgery + merge + dual = {100 * t_surgery / (k * t_craft):.2f}% of a CRaFT step's share "
+          f"(per K steps), {100 * t_surgery / (t_task + t_anchor + t_surgery):.2f}% of a retention step")
+
+
+if __name__ == "__main__":
+    main()
