@@ -4,7 +4,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install test export-check nbtest pytest lint repro bench lab
+.PHONY: install test export-check nbtest pytest lint repro results bench lab
 
 install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
 
@@ -34,9 +34,13 @@ pytest:
 lint:
 	ruff check craft tests benchmarks nbs
 
-repro: install  ## the default experiment, end to end: restore the raw data, then run the pipeline
+repro: install  ## the default experiment, end to end: restore the raw data, run the pipeline, fill the README
 	dvc pull data.dvc
 	dvc repro
+	$(MAKE) results
+
+results: install  ## rewrite the README's results block from metrics/eval.json
+	python -c "from craft.evaluate import write_results; write_results('README.md', 'metrics/eval.json')"
 
 bench: install  ## performance benchmarks (not part of the tests)
 	python benchmarks/grad_surgery.py

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from craft.data import load_mcq
+from craft.data import dataset_roots, load_mcq
 from craft.mcq import choice_scores
 from craft.modeling_small_vla import SmallVLAPolicy
 from craft.pretrain import decode_datasets
@@ -21,7 +21,7 @@ def main(questions: int = 300, rounds: int = 3):
     root = find_root()
     policy = SmallVLAPolicy.from_pretrained(root / "models" / "teacher")
     records = load_mcq(root / "data" / "mcq" / "test.jsonl", root)[:questions]
-    frames = decode_datasets(root, sorted({r.image.root for r in records}), policy.config.vla.image_size,
+    frames = decode_datasets(root, sorted(dataset_roots(records)), policy.config.vla.image_size,
                              policy.config.chunk_size)
     images = [frames.image(r.image) for r in records]
     times = {"packed": [], "naive": []}
