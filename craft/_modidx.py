@@ -208,6 +208,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'craft.retention': { 'craft.retention._distance': ('retention.html#_distance', 'craft/retention.py'),
                                  'craft.retention._masked_mean': ('retention.html#_masked_mean', 'craft/retention.py'),
                                  'craft.retention.all_token_mean': ('retention.html#all_token_mean', 'craft/retention.py'),
+                                 'craft.retention.anchor_features': ('retention.html#anchor_features', 'craft/retention.py'),
                                  'craft.retention.feature_key': ('retention.html#feature_key', 'craft/retention.py'),
                                  'craft.retention.hidden_retention_loss': ('retention.html#hidden_retention_loss', 'craft/retention.py'),
                                  'craft.retention.pooled_features': ('retention.html#pooled_features', 'craft/retention.py'),
