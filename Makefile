@@ -4,7 +4,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install test export-check nbtest pytest lint repro results bench lab
+.PHONY: install test export-check nbtest pytest lint repro results grid bench lab
 
 install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
 
@@ -41,6 +41,11 @@ repro: install  ## the default experiment, end to end: restore the raw data, run
 
 results: install  ## rewrite the README's results block from metrics/eval.json
 	python -c "from craft.evaluate import write_results; write_results('README.md', 'metrics/eval.json')"
+
+grid: install  ## every method × seed of params.yaml `grid`, aggregated; about an hour on 2 cores; fills the README
+	dvc pull data.dvc
+	dvc repro grid/dvc.yaml
+	python -c "from craft.grid import write_grid_results; write_grid_results('README.md', 'grid/results.json')"
 
 bench: install  ## performance benchmarks (not part of the tests)
 	python benchmarks/grad_surgery.py

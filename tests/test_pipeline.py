@@ -8,13 +8,14 @@ import yaml
 from conftest import NOT_STAGES, ROOT, TINY, run
 
 
-def stages() -> dict:
-    "The stages of dvc.yaml."
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+def stages(dvcfile: str = "dvc.yaml") -> dict:
+    "The stages of a dvc.yaml file: the default experiment's, or the grid's (grid/dvc.yaml)."
+    return yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
 
 
 def test_every_pipeline_notebook_is_a_stage():
-    commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in stages().values())
+    every = [*stages().values(), *stages("grid/dvc.yaml").values()]
+    commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in every)
     notebooks = sorted(p.name for p in (ROOT / "nbs" / "pipeline").glob("*.ipynb") if p.name not in NOT_STAGES)
     assert notebooks, "nbs/pipeline holds no stage notebook"
     assert [n for n in notebooks if f"nbs/pipeline/{n}" not in commands] == []
@@ -33,7 +34,7 @@ def test_repro_produces_every_output(repo):
     for name, stage in locked.items():
         for out in stage.get("outs", []):
             assert (repo / out["path"]).exists(), f"stage {name} did not write {out['path']}"
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], repo).stdout
 
 
 def test_executed_notebooks_used_the_tiny_params(repo):

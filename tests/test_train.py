@@ -1,9 +1,12 @@
 """The train stages on the tiny pipeline, and the trainer spread over two processes by `accelerate launch`."""
 import csv
 import json
+import math
 import sys
 
+import pytest
 import torch
+import yaml
 from conftest import ROOT, TINY, run
 from safetensors.torch import load_file
 
@@ -20,7 +23,7 @@ def test_both_methods_train_and_checkpoint(repo):
         final = repo / "models" / method / "final"
         assert {"config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "train_config.json",
                 "craft_state.pt", "lambda_history.csv"} <= {p.name for p in final.iterdir()}
-        report = json.loads((repo / "metrics" / f"train_{method}.json").read_text())
+        report = json.loads((repo / "metrics" / "train" / f"{method}.json").read_text())
         assert report["steps"] == steps and report["final"]["train/skipped_steps"] == 0
         logged = (repo / "dvclive" / "train" / method / "plots" / "metrics" / "train" / "loss.tsv").read_text()
         assert logged.split()[-2] == str(steps)
@@ -46,3 +49,61 @@ def test_two_processes_agree_with_one(repo, tmp_path):
     for a, b in zip(lam_one, lam_two):
         assert abs(float(a["lambda"]) - float(b["lambda"])) < 1e-6
         assert abs(float(a["retention_loss"]) - float(b["retention_loss"])) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def trainer_inputs(repo):
+    "The tiny pipeline's params, teacher, anchor cache and both tasks' decoded frames."
+    from craft.anchor_cache import AnchorCacheDataset
+    from craft.config import CraftConfig, from_section
+    from craft.pretrain import decode_datasets
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    teacher = repo / "models" / "teacher"
+    config = json.loads((teacher / "config.json").read_text())
+    craft_cfg = from_section(CraftConfig, {**params["craft"], "enabled": True}, "craft")
+    cache = AnchorCacheDataset(repo / params["craft"]["anchor_cache_dir"], teacher, craft_cfg, config["vla"]["width"])
+    names = [params["data"]["new_task"], params["data"]["old_task"]]
+    frames = decode_datasets(repo, names, config["vla"]["image_size"], config["chunk_size"])
+    return params, teacher, cache, frames
+
+
+@pytest.mark.parametrize("method", list(yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]))
+def test_every_method_trains_with_its_defining_property(trainer_inputs, tmp_path, method):
+    from craft.anchor_cache import AnchorLoader
+    from craft.modeling_small_vla import SmallVLAPolicy
+    from craft.train import fine_tune, method_configs, task_loader
+
+    params, teacher, cache, frames = trainer_inputs
+    craft_section = {**params["craft"], "retention_freq": 2, "epsilon_start": 0.0, "epsilon_end": 0.0}
+    train_section = {**params["train"], "steps": 6, "log_freq": 1, "save_freq": 6}
+    craft_cfg, cfg = method_configs(method, params["methods"], craft_section, train_section)
+    new, old = frames[params["data"]["new_task"]], frames[params["data"]["old_task"]]
+    anchors = AnchorLoader(cache, frames, craft_cfg.anchor_batch_size, cfg.seed) if craft_cfg.enabled else None
+    rows = fine_tune(SmallVLAPolicy.from_pretrained(teacher), task_loader(new, old, cfg), anchors, cfg, craft_cfg,
+                     tmp_path, progress=False)
+    assert all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["skipped"] == 0
+    lambdas = [float(r["lambda"]) for r in history(tmp_path / "final")]
+    assert len(lambdas) == (3 if craft_cfg.enabled else 0)                 # retention passes at steps 2, 4, 6
+    if method == "craft":
+        assert lambdas[0] < lambdas[1] < lambdas[2]                         # ε = 0: the constraint binds
+    if method == "craft_fixed_lambda":
+        assert lambdas == [craft_cfg.initial_lambda] * 3
+    if method == "projection_only":
+        assert lambdas == [0.0] * 3                                         # no retention term, ever
+    if method == "craft_per_layer":
+        assert craft_cfg.surgery_granularity == "tensor"
+        assert all(0 <= float(r["conflict"]) <= 1 for r in history(tmp_path / "final"))
+    if method == "craft_no_projection":
+        assert not craft_cfg.use_grad_projection
+    loaders = torch.load(tmp_path / "final" / "craft_state.pt", weights_only=True)["loaders"]["tasks"]
+    if method == "replay":
+        drawn = loaders["old"]["epoch"] * len(old.rows("train")) + loaders["old"]["position"]
+        assert cfg.replay_samples >= 1 and drawn == 6 * cfg.replay_samples
+    else:
+        assert "old" not in loaders
+    penalties = [r["l2_init"] for r in rows]
+    if method == "l2_init":
+        assert penalties[0] == 0.0 and all(p > 0 for p in penalties[1:])   # zero at the teacher's weights
+    else:
+        assert all(math.isnan(p) for p in penalties)
