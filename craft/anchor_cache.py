@@ -112,7 +112,7 @@ def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, cr
                 "teacher": {"path": str(teacher_dir), "fingerprint": teacher_fingerprint(teacher_dir)},
                 "layers": list(craft.retention_layers) if hidden else [],
                 "pools": list(craft.retention_pools) if hidden else [],
-                "feature_dim": policy.config.vla.width if hidden else None,
+                "feature_dim": policy.feature_width if hidden else None,
                 "dtype": "float16" if hidden else "int32", "count": len(refs), "shards": shards,
                 "created": {**asdict(cfg), "seconds": round(time.time() - start, 3)}}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -40,6 +40,8 @@ _SEQUENCES = {"tuple[int, ...]": "int", "tuple[str, ...]": "str"}
 
 def _checked_value(name: str, value: Any, type_name: str) -> Any:
     "`value` converted to the field's type, or a ConfigError naming what is wrong."
+    if type_name.endswith(" | None"):                   # optional: None, or a value of the type
+        return None if value is None else _checked_value(name, value, type_name.removesuffix(" | None"))
     if type_name in _SEQUENCES:
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(name, value, f"must be a non-empty list of {_SEQUENCES[type_name]}")

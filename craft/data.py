@@ -20,9 +20,10 @@ from lerobot.datasets.utils import write_info
 from PIL import Image
 
 # %% auto #0
-__all__ = ['STATE_NAMES', 'IMAGE_KEY', 'dataset_features', 'repo_id_for', 'write_dataset', 'split_episodes', 'load_dataset',
-           'ImageRef', 'ImageFile', 'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq', 'mcq_image',
-           'episode_questions', 'numbered']
+__all__ = ['STATE_NAMES', 'IMAGE_KEY', 'dataset_features', 'lerobot_home', 'repo_id_for', 'DatasetError', 'resolve_dataset',
+           'write_dataset', 'episode_splits', 'split_episodes', 'load_dataset', 'ImageRef', 'ImageFile',
+           'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq', 'mcq_image', 'episode_questions',
+           'numbered']
 
 # %% ../nbs/05_data.ipynb #5a3ff789
 STATE_NAMES = list(JOINTS)          # 14: six arm joints and the normalised gripper opening, left arm first
@@ -37,9 +38,41 @@ def dataset_features(image_size: tuple[int, int]) -> dict:
         IMAGE_KEY: {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]},
     }
 
+def lerobot_home() -> Path:
+    "Where LeRobot keeps datasets by repo id: $HF_LEROBOT_HOME (read now, not at import)."
+    from lerobot.utils.constants import HF_LEROBOT_HOME
+
+    return Path(os.environ.get("HF_LEROBOT_HOME", HF_LEROBOT_HOME)).expanduser()
+
 def repo_id_for(root: str | Path) -> str:
-    "The local repo id of the dataset stored in `root`."
-    return f"craft/{Path(root).name}"
+    "The repo id of the dataset stored in `root`: its path under $HF_LEROBOT_HOME, else `craft/<folder name>`."
+    root, home = Path(root).resolve(), lerobot_home().resolve()
+    return root.relative_to(home).as_posix() if root.is_relative_to(home) else f"craft/{root.name}"
+
+class DatasetError(ValueError):
+    "A dataset that cannot be found, opened or split; the message says what to do."
+
+def _is_dataset(folder: Path) -> bool:
+    "Whether `folder` holds a LeRobot dataset."
+    return (folder / "meta" / "info.json").is_file()
+
+def resolve_dataset(name: str, repo_root: str | Path) -> Path:
+    "The folder of dataset `name`: a folder under `repo_root`, or a LeRobot repo id under $HF_LEROBOT_HOME."
+    local, home = Path(repo_root) / name, lerobot_home() / name
+    if _is_dataset(local):
+        return local
+    if _is_dataset(home):
+        return home
+    if name.count("/") != 1 or local.exists():
+        raise DatasetError(f"{local} is not a LeRobot dataset (no meta/info.json): restore the repository's data "
+                           "with `dvc pull data.dvc`, or name a LeRobot repo id (lerobot/aloha_sim_insertion_human)")
+    if os.environ.get("HF_HUB_OFFLINE", "1") != "0":
+        raise DatasetError(f"dataset {name!r} is not on this machine: it is neither a folder under {repo_root} nor at "
+                           f"{home} ($HF_LEROBOT_HOME/{name}). Fetch it once with `HF_HUB_OFFLINE=0 python -c \"from "
+                           f"lerobot.datasets.lerobot_dataset import LeRobotDataset; LeRobotDataset('{name}')\"` "
+                           "(or point HF_LEROBOT_HOME at the folder that holds it)")
+    LeRobotDataset(name, root=home, video_backend="pyav")       # downloads through LeRobot's own mechanism
+    return home
 
 def write_dataset(root: str | Path, episodes: list, splits: dict[str, int], fps: int, prompt: str) -> Path:
     "Write `episodes` (in split order) as a LeRobotDataset at `root`; `splits` maps split name → episode count."
@@ -60,13 +93,36 @@ def write_dataset(root: str | Path, episodes: list, splits: dict[str, int], fps:
     write_info(ds.meta.info, root)
     return root
 
-def split_episodes(root: str | Path, split: str) -> list[int]:
-    "Episode indices of `split`, as recorded in the dataset's info.json."
-    splits = json.loads((Path(root) / "meta" / "info.json").read_text())["splits"]
-    if split not in splits:
-        raise KeyError(f"{root} has no split {split!r}; it records {', '.join(splits)}")
-    start, stop = map(int, splits[split].split(":"))
+def _episode_range(bounds, episodes: int, where: str) -> list[int]:
+    "The episodes of a `start:stop` range, checked against the dataset's episode count."
+    try:
+        start, stop = map(int, str(bounds).split(":"))
+    except ValueError:
+        raise DatasetError(f"{where} = {bounds!r} is not an episode range 'start:stop'") from None
+    if not 0 <= start < stop <= episodes:
+        raise DatasetError(f"{where} = {bounds!r} is not within the dataset's {episodes} episodes (0:{episodes})")
     return list(range(start, stop))
+
+def episode_splits(root: str | Path, declared: dict[str, str] | None = None) -> dict[str, list[int]]:
+    "Episode indices per split: `declared` ({split: 'start:stop'}) when given, else as recorded in meta/info.json."
+    info_path = Path(root) / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    if declared:
+        return {s: _episode_range(b, info["total_episodes"], f"data.splits[{s!r}] of {root}")
+                for s, b in declared.items()}
+    if "splits" not in info:
+        raise DatasetError(f"{info_path} records no `splits`: declare them in params.yaml `data.splits`, e.g. "
+                           "{train: '0:45', test: '45:50'} under the dataset's name")
+    return {s: _episode_range(b, info["total_episodes"], f"`splits.{s}` in {info_path}")
+            for s, b in info["splits"].items()}
+
+def split_episodes(root: str | Path, split: str, declared: dict[str, str] | None = None) -> list[int]:
+    "Episode indices of `split`, as declared or as recorded in the dataset's info.json."
+    splits = episode_splits(root, declared)
+    if split not in splits:
+        raise DatasetError(f"{root} has no split {split!r}; it records {', '.join(splits)}: declare the split in "
+                           "params.yaml `data.splits`, e.g. {train: '0:45', test: '45:50'} under the dataset's name")
+    return splits[split]
 
 def load_dataset(root: str | Path, split: str | None = None, delta_timestamps: dict | None = None) -> LeRobotDataset:
     "The LeRobotDataset at `root`, restricted to `split` (all episodes if None), decoded with PyAV."

@@ -17,7 +17,7 @@ from .pretrain import action_token_loss
 
 # %% auto #0
 __all__ = ['START', 'END', 'action_error', 'task_metrics', 'retention_table', 'mcq_metrics', 'training_cost',
-           'checkpoint_metrics', 'markers', 'fill_block', 'results_markdown', 'write_results']
+           'checkpoint_metrics', 'eval_entry', 'markers', 'fill_block', 'results_markdown', 'write_results']
 
 # %% ../nbs/15_evaluate.ipynb #ac6e441e
 @torch.no_grad()
@@ -30,11 +30,13 @@ def action_error(policy, frames, rows: Tensor, batch_size: int = 32) -> float:
         errors.append(((predicted - batch["action"][:, :predicted.shape[1]]) ** 2).mean((1, 2)))
     return float(torch.cat(errors).mean())
 
-def task_metrics(policy, frames, frame_every: int, batch_size: int = 32) -> dict:
-    "Held-out action-token loss (every frame) and decoded-action error (every `frame_every`-th frame)."
+def task_metrics(policy, frames, frame_every: int, batch_size: int = 32, decode: bool = True) -> dict:
+    "Held-out action-token loss (every frame) and, with `decode`, decoded-action error (every `frame_every`-th frame)."
     rows = frames.rows("test")
-    return {"action_token_loss": action_token_loss(policy, frames, rows, batch_size),
-            "action_mse": action_error(policy, frames, rows[::frame_every], batch_size)}
+    out = {"action_token_loss": action_token_loss(policy, frames, rows, batch_size)}
+    if decode:
+        out["action_mse"] = action_error(policy, frames, rows[::frame_every], batch_size)
+    return out
 
 def retention_table(records: list, scores: dict[str, list[np.ndarray]], n_boot: int = 2_000) -> dict:
     "Per checkpoint: accuracy table, retention vs the first checkpoint (the teacher), paired difference to it."
@@ -59,12 +61,15 @@ def training_cost(report: str | Path) -> dict | None:
     r = json.loads(report.read_text())
     return {"seconds": r["seconds"], "steps": r["steps"], "seconds_per_step": r["seconds"] / r["steps"]}
 
-def checkpoint_metrics(policy, mcq: dict, old_frames, new_frames, evaluate: dict, report: str | Path) -> dict:
-    "One checkpoint's entry of an eval report: its MCQ row of `mcq_metrics`, both tasks' error, training cost."
-    return {"mcq": mcq["accuracy"], "retention": mcq["retention"], "vs_teacher": mcq["vs_teacher"],
-            "old_task": task_metrics(policy, old_frames, evaluate["frame_every"], evaluate["batch_size"]),
-            "new_task": task_metrics(policy, new_frames, evaluate["frame_every"], evaluate["batch_size"]),
-            "training": training_cost(report)}
+def checkpoint_metrics(policy, tasks: dict, evaluate: dict, report: str | Path) -> dict:
+    "One checkpoint's held-out error on each task (`tasks`: name → frames) and its training cost."
+    decode = evaluate.get("decode_actions", True)
+    return {**{name: task_metrics(policy, frames, evaluate["frame_every"], evaluate["batch_size"], decode)
+               for name, frames in tasks.items()}, "training": training_cost(report)}
+
+def eval_entry(mcq: dict, held_out: dict) -> dict:
+    "One checkpoint's entry of an eval report: its row of `retention_table` and its `checkpoint_metrics`."
+    return {"mcq": mcq["accuracy"], "retention": mcq["retention"], "vs_teacher": mcq["vs_teacher"], **held_out}
 
 # %% ../nbs/15_evaluate.ipynb #e80e9f59
 def markers(name: str) -> tuple[str, str]:

@@ -84,11 +84,26 @@ class SmallVLAPolicy(PreTrainedPolicy):
         "Action-token cross-entropy on a LeRobot batch."
         return self.loss(self.action_samples(batch))
 
+    def task_loss(self, batch: dict) -> tuple[Tensor, int]:
+        "Mean action-token cross-entropy on a LeRobot batch, and how many tokens it averages."
+        loss, info = self(batch)
+        return loss, info["target_tokens"]
+
     def get_optim_params(self):
         "Every parameter, one group."
         return self.parameters()
 
     # ---- the interface of retention and evaluation ------------------------------------------------------
+    @property
+    def feature_width(self) -> int:
+        "Width of the hidden states that retention pools."
+        return self.config.vla.width
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        "(height, width) at which frames are decoded for this policy."
+        return (self.config.vla.image_size, self.config.vla.image_size)
+
     def hidden_states(self, images: list, prompts: list[str], layers: list[int]) -> tuple[list[Tensor], Tensor]:
         "Per-layer hidden states (B, T, D) of (image, prompt) pairs and their token types."
         return hidden_states(self.vla, self.collate([{"image": i, "prompt": p, "target": []}

@@ -18,7 +18,17 @@ from tqdm.auto import tqdm
 
 from .config import check_range, check_types, from_section, save_config
 from .configuration_small_vla import SmallVLAConfig
-from .data import IMAGE_KEY, ImageFile, ImageRef, McqRecord, load_dataset, mcq_image, split_episodes
+from craft.data import (
+    IMAGE_KEY,
+    DatasetError,
+    ImageFile,
+    ImageRef,
+    McqRecord,
+    episode_splits,
+    load_dataset,
+    mcq_image,
+    resolve_dataset,
+)
 from .mcq import accuracy, choice_scores
 from .modeling_small_vla import SmallVLAPolicy
 from .tokenizers import FastActionTokenizer, build_text_tokenizer
@@ -63,11 +73,14 @@ class Frames:
     action: Tensor            # (N, T, D): the action at each frame and the T − 1 after it
     episode: Tensor           # (N,)
     frame: Tensor             # (N,)
+    splits: dict              # split name → episode indices
 
     def rows(self, split: str) -> Tensor:
         "Row indices of the episodes of `split`."
-        episodes = torch.tensor(split_episodes(self.root, split))
-        return torch.isin(self.episode, episodes).nonzero()[:, 0]
+        if split not in self.splits:
+            raise DatasetError(f"{self.root} has no split {split!r} (it has {', '.join(self.splits)}): declare it "
+                               "in params.yaml `data.splits`, e.g. {train: '0:45', test: '45:50'} under its name")
+        return torch.isin(self.episode, torch.tensor(self.splits[split])).nonzero()[:, 0]
 
     def image(self, ref: ImageRef) -> Tensor:
         "The frame an MCQ record refers to."
@@ -80,9 +93,10 @@ class Frames:
         return {IMAGE_KEY: self.images[rows], "observation.state": self.state[rows],
                 "action": self.action[rows], "task": [self.task] * len(rows)}
 
-def resize(images: Tensor, size: int) -> Tensor:
-    "(N, 3, H, W) float images in [0, 1] as (N, size, size, 3) uint8, resized with antialiasing."
-    x = nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+def resize(images: Tensor, size: int | tuple[int, int]) -> Tensor:
+    "(N, 3, H, W) float images in [0, 1] as (N, h, w, 3) uint8 (`size` = (h, w) or one side), antialiased."
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True)
     return (x.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8)
 
 def chunk_rows(episode: Tensor, chunk: int) -> Tensor:
@@ -93,8 +107,10 @@ def chunk_rows(episode: Tensor, chunk: int) -> Tensor:
         last[rows] = rows.max()
     return torch.minimum(torch.arange(len(episode))[:, None] + torch.arange(chunk), last[:, None])
 
-def decode_frames(root: str | Path, size: int, chunk: int, progress: bool = True) -> Frames:
+def decode_frames(root: str | Path, size: int | tuple[int, int], chunk: int, splits: dict | None = None,
+                  progress: bool = True) -> Frames:
     "Decode every frame of the dataset at `root` once (one pass per episode), with `chunk`-step action chunks."
+    episodes = episode_splits(root, splits)
     ds = load_dataset(root)
     table = ds.hf_dataset
     episode, frame = torch.as_tensor(table["episode_index"]), torch.as_tensor(table["frame_index"])
@@ -107,7 +123,7 @@ def decode_frames(root: str | Path, size: int, chunk: int, progress: bool = True
     action = torch.stack(list(table["action"]))
     return Frames(str(root), ds.meta.tasks.index[0], dataset_to_policy_features(ds.meta.features),
                   torch.cat(images), torch.stack(list(table["observation.state"])),
-                  action[chunk_rows(episode, chunk)], episode, frame)
+                  action[chunk_rows(episode, chunk)], episode, frame, episodes)
 
 class FrameSet(dict):
     "Decoded datasets by the folder name (relative to the repository) that MCQ records use."
@@ -118,9 +134,11 @@ class FrameSet(dict):
             return torch.from_numpy(mcq_image(ref, "."))
         return self[ref.root].image(ref)
 
-def decode_datasets(repo_root: str | Path, names: list[str], size: int, chunk: int) -> FrameSet:
-    "Decode each dataset folder in `names` (relative to `repo_root`)."
-    return FrameSet({name: decode_frames(Path(repo_root) / name, size, chunk) for name in names})
+def decode_datasets(repo_root: str | Path, names: list[str], size: int | tuple[int, int], chunk: int,
+                    splits: dict | None = None) -> FrameSet:
+    "Decode each dataset of `names` (folders under `repo_root` or LeRobot repo ids), with declared `splits` by name."
+    return FrameSet({name: decode_frames(resolve_dataset(name, repo_root), size, chunk, (splits or {}).get(name))
+                     for name in names})
 
 # %% ../nbs/11_pretrain.ipynb #5be9d2ac
 def text_corpus(records: list[McqRecord], tasks: list[str]) -> list[str]:
@@ -192,8 +210,8 @@ def action_token_loss(policy: SmallVLAPolicy, frames: Frames, rows: Tensor, batc
     "Mean cross-entropy per action token of the chunks at `rows` (all tokens weigh the same)."
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        loss, info = policy(frames.batch(rows[start:start + batch_size]))
-        total, count = total + loss.item() * info["target_tokens"], count + info["target_tokens"]
+        loss, units = policy.task_loss(frames.batch(rows[start:start + batch_size]))
+        total, count = total + loss.item() * units, count + units
     return total / count
 
 def held_out_metrics(policy: SmallVLAPolicy, questions: list[McqRecord], image_of, old: Frames,

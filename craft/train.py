@@ -143,8 +143,8 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
-    loss, info = policy(batch)
-    share = info["target_tokens"] / _global(info["target_tokens"])
+    loss, units = policy.task_loss(batch)
+    share = units / _global(units)
     (loss * share).backward()
     grads = [p.grad for p in params]
     _sum_([g for g in grads if g is not None])
