@@ -31,28 +31,33 @@ def merged(params: dict, overrides: dict) -> dict:
     return out
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    "Run `cmd` with the project's environment first on PATH; with `check`, fail with its output."
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    "Run `cmd` with the project's environment first on PATH (and `env` added); with `check`, fail with its output."
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(env or {})}
     result = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True)
     assert not check or result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory) -> Path:
-    "A git copy of the working tree (tracked and unignored files) with tiny params, after `dvc repro`."
-    dst = tmp_path_factory.mktemp("repo")
+def copy_repo(dst: Path, params_file: str, overrides: dict) -> Path:
+    "A git copy of the working tree (tracked and unignored files) in `dst`, `params_file` merged with `overrides`."
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dst / name)
-    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = merged(yaml.safe_load((ROOT / params_file).read_text()), overrides)
+    (dst / params_file).write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         run(cmd, dst)
     run(["dvc", "pull", "data.dvc"], dst)   # as `make repro` does: the raw data from the bundled remote
+    return dst
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory) -> Path:
+    "A copy of the repository with tiny params, after `dvc repro`."
+    dst = copy_repo(tmp_path_factory.mktemp("repo"), "params.yaml", TINY)
     run(["dvc", "repro"], dst)
     return dst
