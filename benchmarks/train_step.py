@@ -3,6 +3,7 @@
 Run from the repository root after `make repro` (it uses models/teacher, cache/anchors and data/insertion):
     python benchmarks/train_step.py
 The floor is 1 + t_anchor / (K · t_task): what the anchor pass alone must add every K steps.
+`benchmarks/pi0_fast_step.py` measures the same on LeRobot's pi0_fast with `overhead` below.
 """
 import dataclasses
 import time
@@ -13,30 +14,22 @@ import yaml
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
 from craft.config import CraftConfig, from_section
 from craft.grad_surgery import surgery_merge_
-from craft.modeling_small_vla import SmallVLAPolicy
-from craft.pretrain import FrameSet, decode_frames
+from craft.policy import load_policy
+from craft.pretrain import decode_datasets
 from craft.primal_dual import PrimalDual
 from craft.project import find_root
 from craft.train import RunState, TaskLoader, TrainConfig, optimizer_and_scheduler, retention_loss, update_step
 
 
-def main(rounds: int = 6):
-    torch.set_num_threads(2)
-    root = find_root()
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    craft = from_section(CraftConfig, {**params["craft"], "enabled": True}, "craft")
-    cfg = from_section(TrainConfig, params["train"], "train")
-    teacher = root / "models" / "teacher"
-    policies = {name: SmallVLAPolicy.from_pretrained(teacher) for name in ("baseline", "craft")}
-    size, chunk = policies["craft"].config.vla.image_size, policies["craft"].config.chunk_size
-    frames = FrameSet({"data/insertion": decode_frames(root / "data" / "insertion", size, chunk, progress=False)})
-    cache = AnchorCacheDataset(root / craft.anchor_cache_dir, teacher, craft, policies["craft"].config.vla.width)
+def overhead(teacher, dataset: str, frames, cache, craft: CraftConfig, cfg: TrainConfig, rounds: int = 6) -> dict:
+    "Seconds per step of baseline and CRaFT (alternating rounds of K steps), of the anchor pass and of the surgery."
+    policies = {name: load_policy(teacher) for name in ("baseline", "craft")}
     runs = {}
     for name, policy in policies.items():
         opt, sched = optimizer_and_scheduler(policy, dataclasses.replace(cfg, steps=10_000))
         run_craft = dataclasses.replace(craft, enabled=name == "craft")
         runs[name] = (policy, opt, sched, run_craft, RunState(PrimalDual.from_config(run_craft, 10_000)),
-                      TaskLoader(frames["data/insertion"], cfg.batch_size, 0),
+                      TaskLoader(frames[dataset], cfg.batch_size, 0),
                       AnchorLoader(cache, frames, craft.anchor_batch_size, 0))
     k, step, totals = craft.retention_freq, {"baseline": 0, "craft": 0}, {"baseline": [], "craft": []}
     for r in range(rounds + 1):                      # round 0 warms up; rounds alternate the two methods
@@ -59,23 +52,41 @@ def main(rounds: int = 6):
         g_ret = list(torch.autograd.grad(loss, params_, allow_unused=True))
         anchor_times.append(time.perf_counter() - start)
         policy.zero_grad()
-        policy(next(tasks))[0].backward()                 # param.grad holds a real task gradient
+        policy.task_loss(next(tasks))[0].backward()       # param.grad holds a real task gradient
         dual = PrimalDual.from_config(craft, 10_000)
         start = time.perf_counter()
         surgery_merge_(params_, g_ret, dual.lam, craft.projection_mode, craft.conflict_threshold,
                        craft.use_grad_projection)
         dual.update(1, loss.item())
         surgery_times.append(time.perf_counter() - start)
-    t_task, t_craft = min(totals["baseline"]), min(totals["craft"])
-    t_anchor, t_surgery = min(anchor_times), min(surgery_times)
-    floor = 1 + t_anchor / (k * t_task)
+    return {"k": k, "parameters": sum(p.numel() for p in params_), "task": min(totals["baseline"]),
+            "craft": min(totals["craft"]), "anchor": min(anchor_times), "surgery": min(surgery_times)}
+
+
+def report(t: dict, cfg: TrainConfig, craft: CraftConfig) -> None:
+    "Print the measured times, the overhead ratio and its floor."
+    k, floor = t["k"], 1 + t["anchor"] / (t["k"] * t["task"])
     print(f"K = {k}, task batch {cfg.batch_size}, anchor batch {craft.anchor_batch_size}, "
-          f"{sum(p.numel() for p in params_) / 1e6:.2f} M parameters")
-    print(f"baseline step {t_task * 1e3:.1f} ms; CRaFT step (mean over K) {t_craft * 1e3:.1f} ms; "
-          f"anchor pass {t_anchor * 1e3:.1f} ms; surgery + merge + dual {t_surgery * 1e3:.2f} ms")
-    print(f"overhead ratio {t_craft / t_task:.3f}, floor {floor:.3f}, ratio ÷ floor {t_craft / t_task / floor:.3f}")
-    print(f"surgery + merge + dual = {100 * t_surgery / (k * t_craft):.2f}% of a CRaFT step's share "
-          f"(per K steps), {100 * t_surgery / (t_task + t_anchor + t_surgery):.2f}% of a retention step")
+          f"{t['parameters'] / 1e6:.2f} M parameters")
+    print(f"baseline step {t['task'] * 1e3:.1f} ms; CRaFT step (mean over K) {t['craft'] * 1e3:.1f} ms; "
+          f"anchor pass {t['anchor'] * 1e3:.1f} ms; surgery + merge + dual {t['surgery'] * 1e3:.2f} ms")
+    print(f"overhead ratio {t['craft'] / t['task']:.3f}, floor {floor:.3f}, "
+          f"ratio ÷ floor {t['craft'] / t['task'] / floor:.3f}")
+    print(f"surgery + merge + dual = {100 * t['surgery'] / (k * t['craft']):.2f}% of a CRaFT step's share "
+          f"(per K steps), {100 * t['surgery'] / (t['task'] + t['anchor'] + t['surgery']):.2f}% of a retention step")
+
+
+def main():
+    torch.set_num_threads(2)
+    root = find_root()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    craft = from_section(CraftConfig, {**params["craft"], "enabled": True}, "craft")
+    cfg = from_section(TrainConfig, params["train"], "train")
+    teacher = root / "models" / "teacher"
+    policy = load_policy(teacher)
+    frames = decode_datasets(root, ["data/insertion"], policy.frame_size, policy.config.chunk_size)
+    cache = AnchorCacheDataset(root / craft.anchor_cache_dir, teacher, craft, policy.feature_width)
+    report(overhead(teacher, "data/insertion", frames, cache, craft, cfg), cfg, craft)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def stages(dvcfile: str = "dvc.yaml") -> dict:
 
 
 def test_every_pipeline_notebook_is_a_stage():
-    every = [*stages().values(), *stages("grid/dvc.yaml").values()]
+    every = [*stages().values(), *stages("grid/dvc.yaml").values(), *stages("full/dvc.yaml").values()]
     commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in every)
     notebooks = sorted(p.name for p in (ROOT / "nbs" / "pipeline").glob("*.ipynb") if p.name not in NOT_STAGES)
     assert notebooks, "nbs/pipeline holds no stage notebook"
