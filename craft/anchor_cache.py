@@ -75,7 +75,8 @@ def teacher_targets(policy, images: list, prompts: list[str], craft: CraftConfig
         return {k: v.to(torch.float16).cpu() for k, v in anchor_features(policy, images, prompts, craft).items()}
     if not hasattr(policy, "generate_action_tokens"):
         raise AnchorCacheError(f"craft.retention_mode = 'token' needs a policy that decodes its own action tokens "
-                               f"(small_vla); {type(policy).__name__} anchors hidden states: set retention_mode: hidden")
+                               f"(small_vla); {type(policy).__name__} anchors hidden states: "
+                               "set retention_mode: hidden")
     eos, width = policy.vla.text_tokenizer.eos_token_id, policy.config.max_action_tokens + 1
     tokens = torch.full((len(prompts), width), -1, dtype=torch.int32)
     for row, generated in enumerate(policy.generate_action_tokens(images, prompts)):
