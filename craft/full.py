@@ -45,7 +45,7 @@ class TeacherSpec:
     text_tokenizer: str = "google/paligemma-3b-pt-224"    # hub id or folder; "" = project-made (PaliGemma layout)
     action_tokenizer: str = "physical-intelligence/fast"  # hub id or folder; "" = project-made FAST, fitted here
     fast_scale: float = 10.0                              # project-made FAST: DCT coefficient scale
-    fast_vocab: int = 1024                                # project-made FAST: BPE vocabulary
+    fast_vocab: int = 2048                                # project-made FAST: BPE vocabulary (the real FAST's size)
     seed: int = 0                                         # initial weights, when not pretrained
 
     def __post_init__(self):
