@@ -232,6 +232,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'craft.pi0_fast.from_pretrained': ('pi0_fast.html#from_pretrained', 'craft/pi0_fast.py'),
                                 'craft.pi0_fast.hidden_states': ('pi0_fast.html#hidden_states', 'craft/pi0_fast.py'),
                                 'craft.pi0_fast.is_checkpoint': ('pi0_fast.html#is_checkpoint', 'craft/pi0_fast.py'),
+                                'craft.pi0_fast.load_lerobot_weights': ('pi0_fast.html#load_lerobot_weights', 'craft/pi0_fast.py'),
                                 'craft.pi0_fast.load_stats': ('pi0_fast.html#load_stats', 'craft/pi0_fast.py'),
                                 'craft.pi0_fast.save_stats': ('pi0_fast.html#save_stats', 'craft/pi0_fast.py'),
                                 'craft.pi0_fast.token_logprobs': ('pi0_fast.html#token_logprobs', 'craft/pi0_fast.py')},

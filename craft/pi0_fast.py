@@ -11,7 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # offline unless asked: fetch che
 
 import contextlib
 import dataclasses
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from .vla import TOKEN_TYPES
 # %% auto #0
 __all__ = ['SIZE_FILE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'CRAFT_FILES', 'Pi0FastSize',
            'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy', 'hidden_states', 'token_logprobs',
-           'continuation_logprob', 'choice_logprobs', 'is_checkpoint', 'from_pretrained']
+           'continuation_logprob', 'choice_logprobs', 'is_checkpoint', 'from_pretrained', 'load_lerobot_weights']
 
 # %% ../nbs/19_pi0_fast.ipynb #42a003c0
 @dataclass(frozen=True)
@@ -299,7 +298,7 @@ def is_checkpoint(folder: str | Path) -> bool:
 @classmethod
 def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: PI0FastConfig | None = None,
                     **kwargs) -> Pi0FastPolicy:
-    "A craft checkpoint folder with its own tokenizers, sizes and statistics; else LeRobot's loader. In eval mode."
+    "A craft checkpoint folder with its own tokenizers, sizes and statistics, or LeRobot's format. In eval mode."
     folder = Path(pretrained_name_or_path)
     if is_checkpoint(folder):
         from safetensors.torch import load_model
@@ -320,10 +319,25 @@ def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: PI0Fast
         raise FileNotFoundError(f"{pretrained_name_or_path} is neither a local folder nor in the Hugging Face cache: "
                                 f"download it once with `HF_HUB_OFFLINE=0 hf download {pretrained_name_or_path}` "
                                 f"({type(e).__name__})") from None
-    with contextlib.redirect_stdout(io.StringIO()):                           # LeRobot prints every remapped key
-        policy = modeling_pi0_fast.PI0FastPolicy.from_pretrained.__func__(cls, pretrained_name_or_path, config=config,
-                                                                           **kwargs)
+    policy = cls(config, **kwargs)
+    load_lerobot_weights(policy, pretrained_name_or_path)
     return policy.eval()
+
+def load_lerobot_weights(policy: Pi0FastPolicy, name: str | Path) -> None:
+    "Load a LeRobot/openpi pi0_fast `model.safetensors` with LeRobot's key fixes, refusing any weight left out."
+    from transformers.utils import cached_file
+
+    state = load_file(cached_file(str(name), "model.safetensors"))
+    state = policy._fix_pytorch_state_dict_keys(state, policy.config)         # LeRobot's own remapping
+    state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    params = dict(policy.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    missing = [k for k in missing if k not in params or id(params[k]) not in loaded]   # tied weights count as loaded
+    if missing or unexpected:
+        raise ValueError(f"{name} does not match this pi0_fast ({policy.config.paligemma_variant}, {policy.size}): "
+                         f"{len(missing)} weights missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:3]})")
 
 Pi0FastPolicy._save_pretrained = _save_pretrained
 Pi0FastPolicy.from_pretrained = from_pretrained
