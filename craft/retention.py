@@ -64,8 +64,9 @@ def anchor_features(policy, images: list, prompts: list[str], craft: CraftConfig
 
 # %% ../nbs/12_retention.ipynb #1f4cfd12
 def _distance(student: Tensor, teacher: Tensor, kind: str) -> Tensor:
-    "Batch-mean distance between (B, D) student and teacher features."
-    teacher = teacher.to(student.dtype)
+    "Batch-mean distance between (B, D) student and teacher features, at least in float32, on the student's device."
+    dtype = torch.promote_types(student.dtype, torch.float32)              # bf16 students are compared in float32
+    student, teacher = student.to(dtype), teacher.to(student.device, dtype)
     if kind == "mse":
         return (student - teacher).pow(2).mean()
     if kind == "l1":
