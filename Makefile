@@ -3,6 +3,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+export SVT_LOG := 1           # the AV1 encoder of the video datasets: errors only
 
 .PHONY: install test export-check nbtest pytest lint repro results grid bench lab
 

@@ -324,8 +324,10 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'craft.primal_dual.resolve_decay_steps': ( 'primal_dual.html#resolve_decay_steps',
                                                                               'craft/primal_dual.py'),
                                    'craft.primal_dual.update_lambda': ('primal_dual.html#update_lambda', 'craft/primal_dual.py')},
-            'craft.project': { 'craft.project.find_root': ('project.html#find_root', 'craft/project.py'),
+            'craft.project': { 'craft.project.WeightsError': ('project.html#weightserror', 'craft/project.py'),
+                               'craft.project.find_root': ('project.html#find_root', 'craft/project.py'),
                                'craft.project.live_logger': ('project.html#live_logger', 'craft/project.py'),
+                               'craft.project.readable_weights': ('project.html#readable_weights', 'craft/project.py'),
                                'craft.project.write_offline_plots_template': ( 'project.html#write_offline_plots_template',
                                                                                'craft/project.py')},
             'craft.retention': { 'craft.retention._distance': ('retention.html#_distance', 'craft/retention.py'),
@@ -439,5 +441,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'craft.vla.hidden_states': ('vla.html#hidden_states', 'craft/vla.py'),
                            'craft.vla.next_token_logits': ('vla.html#next_token_logits', 'craft/vla.py'),
                            'craft.vla.prefix_lm_mask': ('vla.html#prefix_lm_mask', 'craft/vla.py'),
+                           'craft.vla.select_layers': ('vla.html#select_layers', 'craft/vla.py'),
                            'craft.vla.target_logprobs': ('vla.html#target_logprobs', 'craft/vla.py'),
                            'craft.vla.task_loss': ('vla.html#task_loss', 'craft/vla.py')}}}

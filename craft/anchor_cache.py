@@ -138,7 +138,11 @@ def _manifest(folder: Path) -> dict:
     if not (folder / MANIFEST).is_file():
         raise AnchorCacheError(f"no anchor cache at {folder} ({MANIFEST} is missing): build it with `dvc repro cache`, "
                                "which runs the frozen teacher over the anchor samples (params.yaml `cache`)")
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except json.JSONDecodeError as e:
+        raise AnchorCacheError(f"{folder / MANIFEST} is not valid JSON ({e.msg} at line {e.lineno}): "
+                               f"{REBUILD}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise AnchorCacheError(f"{folder} has cache format {manifest.get('format_version')}, this code reads "
                                f"{FORMAT_VERSION}: {REBUILD}")

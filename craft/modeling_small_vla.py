@@ -14,6 +14,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
 from .configuration_small_vla import SmallVLAConfig
+from .project import readable_weights
 from .tokenizers import FastActionTokenizer
 from craft.vla import (
     SmallVLA,
@@ -168,6 +169,7 @@ class SmallVLAPolicy(PreTrainedPolicy):
         if not (folder / "config.json").is_file() or not (folder / ACTION_TOKENIZER_FILE).is_file():
             raise FileNotFoundError(f"{folder} holds no saved small_vla policy (config.json or {ACTION_TOKENIZER_FILE} "
                                     "is missing); run `dvc repro pretrain` to make the teacher")
-        return super().from_pretrained(folder, text_tokenizer=PreTrainedTokenizerFast.from_pretrained(folder),
-                                       action_tokenizer=FastActionTokenizer.load(folder / ACTION_TOKENIZER_FILE),
-                                       strict=True, **kwargs)
+        with readable_weights(folder / "model.safetensors"):
+            return super().from_pretrained(folder, text_tokenizer=PreTrainedTokenizerFast.from_pretrained(folder),
+                                           action_tokenizer=FastActionTokenizer.load(folder / ACTION_TOKENIZER_FILE),
+                                           strict=True, **kwargs)

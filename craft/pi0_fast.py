@@ -29,7 +29,8 @@ from torch import Tensor
 from .config import check_range, check_types
 from .pi0_fast_compat import ensure_siglip_check, fix_paligemma_
 from .pi0_fast_tokenizers import FastActionProcessor, write_fast_processor
-from .vla import TOKEN_TYPES
+from .project import readable_weights
+from .vla import TOKEN_TYPES, select_layers
 
 # %% auto #0
 __all__ = ['SIZE_FILE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'CRAFT_FILES', 'Pi0FastSize',
@@ -235,7 +236,7 @@ def hidden_states(policy: Pi0FastPolicy, images: list, prompts: list[str],
     image_types = torch.cat([torch.where(m[:, None], TOKEN_TYPES["image"], TOKEN_TYPES["pad"]).expand(-1, per_camera)
                              for m in img_masks], 1)
     text_types = torch.where(masks, TOKEN_TYPES["text"], TOKEN_TYPES["pad"])
-    return [out.hidden_states[i] for i in layers], torch.cat([image_types, text_types], 1)
+    return select_layers(out.hidden_states, layers), torch.cat([image_types, text_types], 1)
 
 def token_logprobs(policy: Pi0FastPolicy, images: list, prompts: list[str], targets: list[list[int]]) -> Tensor:
     "(B,) summed log-likelihood of each token sequence given (image, prompt), as pi0_fast's causal segment after BOS."
@@ -308,7 +309,8 @@ def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: PI0Fast
         config.action_tokenizer_name = str(folder / ACTION_TOKENIZER)
         size = Pi0FastSize(**json.loads((folder / SIZE_FILE).read_text()))
         policy = cls(config, size=size, dataset_stats=load_stats(folder / STATS_FILE), **kwargs)
-        load_model(policy, folder / "model.safetensors", strict=True, device=str(config.device or "cpu"))
+        with readable_weights(folder / "model.safetensors"):
+            load_model(policy, folder / "model.safetensors", strict=True, device=str(config.device or "cpu"))
         return policy.eval()
     if folder.exists() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} holds no pi0_fast checkpoint: craft's needs {', '.join(CRAFT_FILES)}; "
@@ -327,7 +329,9 @@ def load_lerobot_weights(policy: Pi0FastPolicy, name: str | Path) -> None:
     "Load a LeRobot/openpi pi0_fast `model.safetensors` with LeRobot's key fixes, refusing any weight left out."
     from transformers.utils import cached_file
 
-    state = load_file(cached_file(str(name), "model.safetensors"))
+    path = cached_file(str(name), "model.safetensors")
+    with readable_weights(path):
+        state = load_file(path)
     state = policy._fix_pytorch_state_dict_keys(state, policy.config)         # LeRobot's own remapping
     state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
     missing, unexpected = policy.load_state_dict(state, strict=False)

@@ -5,12 +5,13 @@
 # %% ../nbs/03_project.ipynb #4e3f0a14
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['find_root', 'write_offline_plots_template', 'live_logger']
+__all__ = ['find_root', 'WeightsError', 'readable_weights', 'write_offline_plots_template', 'live_logger']
 
 # %% ../nbs/03_project.ipynb #cfcf5146
 def find_root(start: str | Path | None = None) -> Path:
@@ -23,6 +24,21 @@ def find_root(start: str | Path | None = None) -> Path:
             return folder
     raise FileNotFoundError(f"no folder at or above {here} holds dvc.yaml and params.yaml: run from inside the "
                             "CRaFT repository")
+
+# %% ../nbs/03_project.ipynb #14bc5c05
+class WeightsError(ValueError):
+    "A weights file that cannot be read; the message names it and what to do."
+
+@contextlib.contextmanager
+def readable_weights(path: str | Path):
+    "Within this block, a safetensors read error becomes a `WeightsError` naming `path` and the fix."
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:
+        raise WeightsError(f"{path} cannot be read as safetensors ({e}): it was truncated or overwritten; restore it "
+                           "with `dvc checkout` or re-run the stage that wrote it with `dvc repro`") from None
 
 # %% ../nbs/03_project.ipynb #ccd55641
 def write_offline_plots_template(root: str | Path | None = None) -> Path:

@@ -23,6 +23,7 @@ from .anchor_cache import SeededCycle, token_targets
 from .config import ConfigError, CraftConfig, check_range, check_types, from_section
 from .grad_surgery import surgery_merge_granular_, surgery_summary
 from .primal_dual import PrimalDual
+from .project import readable_weights
 from .retention import anchor_features, hidden_retention_loss, token_retention_loss
 
 # %% auto #0
@@ -79,6 +80,7 @@ def method_configs(method: str, methods: dict, craft: dict, train: dict,
         if section not in METHOD_SECTIONS:
             raise ConfigError(section, changes[section], "a method changes only the sections "
                               + ", ".join(METHOD_SECTIONS), f"methods.{method}")
+    from_section(CraftConfig, craft, "craft"), from_section(TrainConfig, train, "train")   # errors name what you wrote
     train = {**train, **changes.get("train", {}), **({} if seed is None else {"seed": seed})}
     return (from_section(CraftConfig, {**craft, **changes.get("craft", {})}, f"methods.{method}.craft"),
             from_section(TrainConfig, train, f"methods.{method}.train"))
@@ -273,7 +275,8 @@ def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: Run
     if not (folder / "craft_state.pt").is_file():
         raise FileNotFoundError(f"{folder} is not a complete checkpoint (craft_state.pt is missing); resume from "
                                 "another step_NNNNNN/ or final/")
-    load_model(policy, folder / "model.safetensors")
+    with readable_weights(folder / "model.safetensors"):
+        load_model(policy, folder / "model.safetensors")
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     saved = torch.load(folder / "craft_state.pt", weights_only=True)

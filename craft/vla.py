@@ -22,8 +22,8 @@ from .config import check_range, check_types
 from .tokenizers import FastActionTokenizer
 
 # %% auto #0
-__all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'hidden_states',
-           'continuation_logprob', 'choice_logprobs', 'next_token_logits']
+__all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'select_layers',
+           'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits']
 
 # %% ../nbs/07_vla.ipynb #a42c9af1
 @dataclass(frozen=True)
@@ -151,10 +151,19 @@ def task_loss(vla: SmallVLA, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
     n = (batch["labels"] != -100).sum()
     return -logp.sum() / n.clamp(min=1), {"target_tokens": int(n)}
 
+def select_layers(states: tuple[Tensor, ...], layers: list[int]) -> list[Tensor]:
+    "The states of `layers` out of (embeddings, one per layer); negative from the top; a named error if out of range."
+    n = len(states) - 1
+    outside = [layer for layer in layers if not -n - 1 <= layer <= n]
+    if outside:
+        raise IndexError(f"craft.retention_layers asks for layer(s) {outside}, but the language model has {n} layers: "
+                         f"use {-n - 1}…{n} (negative counts from the top, 0 is the embeddings)")
+    return [states[i] for i in layers]
+
 def hidden_states(vla: SmallVLA, batch: dict[str, Tensor], layers: list[int]) -> tuple[list[Tensor], Tensor]:
     "Hidden states (B, T, D) of the language model's `layers` (negative counts from the top), and token types."
     states = _forward(vla, batch, hidden=True).hidden_states            # embeddings, then one per layer
-    return [states[i] for i in layers], batch["token_types"]
+    return select_layers(states, layers), batch["token_types"]
 
 @torch.no_grad()
 def continuation_logprob(vla: SmallVLA, images: list, prompts: list[str], continuations: list[str]) -> Tensor:
