@@ -25,7 +25,7 @@ def find_root(start: str | Path | None = None) -> Path:
     raise FileNotFoundError(f"no folder at or above {here} holds dvc.yaml and params.yaml: run from inside the "
                             "CRaFT repository")
 
-# %% ../nbs/03_project.ipynb #14bc5c05
+# %% ../nbs/03_project.ipynb #a22f82c4
 class WeightsError(ValueError):
     "A weights file that cannot be read; the message names it and what to do."
 
