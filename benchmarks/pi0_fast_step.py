@@ -7,6 +7,7 @@ Both build the real `PI0FastPolicy` offline (initial weights, project-made token
 (`dvc pull data.dvc`). The overhead floor is 1 + t_anchor / (K · t_task), as in `benchmarks/train_step.py`.
 """
 import argparse
+import dataclasses
 import resource
 import tempfile
 import time
@@ -17,18 +18,14 @@ from train_step import overhead, report
 
 from craft.anchor_cache import AnchorCacheDataset, CacheConfig, build_anchor_cache
 from craft.config import CraftConfig
-from craft.full import build_teacher, save_teacher, teacher_spec
+from craft.full import CI_POLICY, build_teacher, save_teacher, teacher_spec
+from craft.pi0_fast import CI_SIZE
 from craft.policy import load_policy
 from craft.pretrain import decode_datasets
 from craft.project import find_root
 from craft.train import TrainConfig
 
 DATASET = "data/insertion"
-CI_SIZE = {"vocab_size": 4096, "width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 2, "head_dim": 32,
-           "vision_width": 32, "vision_depth": 1, "vision_mlp": 64, "vision_heads": 2, "patch_size": 14}
-CI_POLICY = {"paligemma_variant": "gemma_300m", "dtype": "float32", "device": "cpu", "chunk_size": 10,
-             "n_action_steps": 10, "max_state_dim": 14, "max_action_dim": 14, "image_resolution": [56, 56],
-             "tokenizer_max_length": 96, "max_action_tokens": 96}
 
 
 def teacher(root: Path, size: dict, policy: dict):
@@ -39,7 +36,7 @@ def teacher(root: Path, size: dict, policy: dict):
 
 def ci_overhead(root: Path):
     "Baseline and CRaFT steps side by side on the CI-sized pi0_fast, with its anchor cache."
-    model = save_teacher(teacher(root, CI_SIZE, CI_POLICY), Path(tempfile.mkdtemp()) / "teacher")
+    model = save_teacher(teacher(root, dataclasses.asdict(CI_SIZE), CI_POLICY), Path(tempfile.mkdtemp()) / "teacher")
     craft = CraftConfig(enabled=True, anchor_cache_dir=str(model.parent / "anchors"), anchor_batch_size=8)
     policy = load_policy(model)
     frames = decode_datasets(root, [DATASET], policy.frame_size, policy.config.chunk_size)

@@ -35,9 +35,13 @@ from craft.pi0_fast_tokenizers import (
 from .pretrain import chunk_rows
 
 # %% auto #0
-__all__ = ['TeacherSpec', 'teacher_spec', 'teacher_config', 'normalised_chunks', 'build_teacher', 'save_teacher']
+__all__ = ['CI_POLICY', 'TeacherSpec', 'teacher_spec', 'teacher_config', 'normalised_chunks', 'build_teacher', 'save_teacher']
 
 # %% ../nbs/21_full.ipynb #d93e04b8
+CI_POLICY = {"paligemma_variant": "gemma_300m", "dtype": "float32", "gradient_checkpointing": False, "device": "cpu",
+             "chunk_size": 10, "n_action_steps": 10, "max_state_dim": 14, "max_action_dim": 14,
+             "image_resolution": [56, 56], "tokenizer_max_length": 96, "max_action_tokens": 96}  # with CI_SIZE: tests
+
 @dataclass(frozen=True)
 class TeacherSpec:
     "Where the full experiment's teacher comes from (params.yaml `teacher`, less its `size`)."
@@ -73,10 +77,10 @@ def teacher_config(section: dict, features: dict, pretrained: str = "") -> PI0Fa
         raise ValueError(f"teacher.pretrained = {pretrained!r} is a {base.type} checkpoint, not pi0_fast")
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(PI0FastConfig) if f.init}
     fields["normalization_mapping"] = dict(DEFAULT_NORMALIZATION)
-    given = {k: _field_value(base, k, v) for k, v in section.items() if k in fields}
+    given = {k: _field_value(base, k, v) if k in fields else v for k, v in section.items()}   # unknown keys: refused
     io = {"input_features": {k: f for k, f in features.items() if k != "action"},
           "output_features": {"action": features["action"]}}
-    return from_section(PI0FastConfig, {**fields, **section, **given, **io}, "policy")
+    return from_section(PI0FastConfig, {**fields, **given, **io}, "policy")
 
 # %% ../nbs/21_full.ipynb #c6bf5a71
 def normalised_chunks(folder: str | Path, config: PI0FastConfig, stats: dict, splits: dict | None = None) -> np.ndarray:
@@ -100,7 +104,7 @@ def build_teacher(spec: TeacherSpec, size: Pi0FastSize, section: dict, folder: s
     meta = LeRobotDatasetMetadata(repo_id_for(folder), root=folder)
     config = teacher_config(section, dataset_to_policy_features(meta.features), spec.pretrained)
     stats = check_stats(config, meta.stats)
-    made = Path(tempfile.mkdtemp(prefix="craft-tokenizers-"))
+    made = None if spec.text_tokenizer and spec.action_tokenizer else Path(tempfile.mkdtemp(prefix="craft-tokenizers-"))
     config.text_tokenizer_name = spec.text_tokenizer or str(
         write_paligemma_tokenizer(made / "text", vocab_size=vocab))
     if spec.action_tokenizer:

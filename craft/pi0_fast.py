@@ -33,9 +33,10 @@ from .project import readable_weights
 from .vla import TOKEN_TYPES, select_layers
 
 # %% auto #0
-__all__ = ['SIZE_FILE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'CRAFT_FILES', 'Pi0FastSize',
-           'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy', 'hidden_states', 'token_logprobs',
-           'continuation_logprob', 'choice_logprobs', 'is_checkpoint', 'from_pretrained', 'load_lerobot_weights']
+__all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'CRAFT_FILES',
+           'Pi0FastSize', 'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy', 'hidden_states',
+           'token_logprobs', 'continuation_logprob', 'choice_logprobs', 'is_checkpoint', 'from_pretrained',
+           'load_lerobot_weights']
 
 # %% ../nbs/19_pi0_fast.ipynb #42a003c0
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Pi0FastSize:
             check_range(self, f.name, value is None or value >= 1, "must be ≥ 1 (or null for the variant's own)")
 
 SIZE_FILE = "pi0_fast_size.json"
+CI_SIZE = Pi0FastSize(vocab_size=4096, width=64, depth=2, mlp_dim=128, num_heads=2, num_kv_heads=1, head_dim=32,
+                      vision_width=32, vision_depth=1, vision_mlp=64, vision_heads=2, patch_size=14)   # tests, CPU
 
 def _gemma_sizes(variant, size: Pi0FastSize):
     "The variant's Gemma sizes with `size`'s replacements."

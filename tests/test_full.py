@@ -3,6 +3,7 @@
 The repository's insertion data stands in for `lerobot/aloha_sim_insertion_human` under `$HF_LEROBOT_HOME`, with
 its recorded splits removed (as on the hub) so that the declared split rule is what splits it.
 """
+import dataclasses
 import json
 import shutil
 
@@ -13,16 +14,16 @@ import yaml
 from conftest import copy_repo, run
 from PIL import Image
 
+from craft.full import CI_POLICY
+from craft.pi0_fast import CI_SIZE
+
 DATASET = "lerobot/aloha_sim_insertion_human"
-# CI size: LeRobot's pi0_fast with a 4 096-token vocabulary, Gemma width 64 × 2 layers, a one-layer SigLIP on 56 px.
+# CI size (craft.pi0_fast.CI_SIZE): a 4 096-token vocabulary, Gemma width 64 × 2 layers, a one-layer SigLIP on 56 px.
 FULL_TINY = {
     "data": {"mcq_test": "full/mcq/test.jsonl", "splits": {DATASET: {"train": "0:30", "test": "30:32"}}},
     "teacher": {"pretrained": "", "text_tokenizer": "", "action_tokenizer": "", "fast_vocab": 1024,
-                "size": {"vocab_size": 4096, "width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 2, "head_dim": 32,
-                         "vision_width": 32, "vision_depth": 1, "vision_mlp": 64, "vision_heads": 2, "patch_size": 14}},
-    "policy": {"paligemma_variant": "gemma_300m", "dtype": "float32", "gradient_checkpointing": False, "device": "cpu",
-               "chunk_size": 10, "n_action_steps": 10, "max_state_dim": 14, "max_action_dim": 14,
-               "image_resolution": [56, 56], "tokenizer_max_length": 96, "max_action_tokens": 96},
+                "size": dataclasses.asdict(CI_SIZE)},
+    "policy": CI_POLICY,
     "cache": {"num_anchors": 12, "batch_size": 6, "shard_size": 6},
     "craft": {"anchor_batch_size": 4, "retention_freq": 2},
     "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "log_freq": 2, "save_freq": 2, "keep_last": 1},
