@@ -77,10 +77,9 @@ def teacher_targets(policy, images: list, prompts: list[str], craft: CraftConfig
         raise AnchorCacheError(f"craft.retention_mode = 'token' needs a policy that decodes its own action tokens "
                                f"(small_vla); {type(policy).__name__} anchors hidden states: "
                                "set retention_mode: hidden")
-    eos, width = policy.vla.text_tokenizer.eos_token_id, policy.config.max_action_tokens + 1
-    tokens = torch.full((len(prompts), width), -1, dtype=torch.int32)
-    for row, generated in enumerate(policy.generate_action_tokens(images, prompts)):
-        tokens[row, :len(generated) + 1] = torch.tensor([*generated, eos])
+    tokens = torch.full((len(prompts), policy.config.max_action_tokens), -1, dtype=torch.int32)
+    for row, ids in enumerate(policy.generate_action_tokens(images, prompts).ids):
+        tokens[row, :len(ids)] = torch.tensor(ids)
     return {"tokens": tokens}
 
 def _write_shards(targets: dict[str, Tensor], folder: Path, shard_size: int) -> list[dict]:

@@ -38,7 +38,8 @@ class SmallVLAConfig(PreTrainedConfig):
     state_bins: int = 32                  # the state enters the prompt as one bin index per dimension
     state_low: list[float] = field(default_factory=list)    # fitted: 1st percentile of each state dimension
     state_high: list[float] = field(default_factory=list)   # fitted: 99th percentile of each state dimension
-    max_action_tokens: int = 64           # decoding stops here if <eos> has not come
+    max_action_tokens: int = 64           # decoding budget; a chunk not complete by then is reported unfinished
+    relative_actions: bool = True         # actions are tokenized as offsets from the current state
     optimizer_lr: float = 2e-3
     optimizer_weight_decay: float = 0.01
     optimizer_grad_clip_norm: float = 1.0
@@ -68,6 +69,9 @@ class SmallVLAConfig(PreTrainedConfig):
         self._require("output_features", self.action_feature is not None, "small_vla needs an action feature")
         dim = self.robot_state_feature.shape[0]
         self._require("state_low", len(self.state_low) in (0, dim), f"must have {dim} values (observation.state)")
+        self._require("relative_actions", not self.relative_actions or self.action_feature.shape == (dim,),
+                      f"needs an action of the state's size ({dim}), got {self.action_feature.shape}: "
+                      "set policy.relative_actions: false")
 
     def get_optimizer_preset(self) -> AdamWConfig:
         "AdamW with the configured learning rate, weight decay and gradient clipping."

@@ -16,26 +16,43 @@ from .mcq import accuracy, choice_scores, paired_difference, predictions
 from .pretrain import action_token_loss
 
 # %% auto #0
-__all__ = ['START', 'END', 'action_error', 'task_metrics', 'retention_table', 'mcq_metrics', 'training_cost',
-           'checkpoint_metrics', 'eval_entry', 'markers', 'fill_block', 'results_markdown', 'write_results']
+__all__ = ['START', 'END', 'trivial_chunks', 'action_error', 'task_metrics', 'retention_table', 'mcq_metrics', 'training_cost',
+           'checkpoint_metrics', 'eval_entry', 'markers', 'fill_block', 'actions_markdown', 'results_markdown',
+           'write_results']
 
 # %% ../nbs/15_evaluate.ipynb #ac6e441e
+def trivial_chunks(frames, rows: Tensor, horizon: int) -> dict[str, Tensor]:
+    "What two trivial predictors say at `rows` (N, T, D): hold the current state; the train split's mean chunk."
+    mean_chunk = frames.action[frames.rows("train"), :horizon].mean(0)
+    return {"hold_state": frames.state[rows, None].expand(-1, horizon, -1),
+            "train_mean": mean_chunk.expand(len(rows), -1, -1)}
+
 @torch.no_grad()
-def action_error(policy, frames, rows: Tensor, batch_size: int = 32) -> float:
-    "Mean squared error (action units) of greedily decoded chunks against the true chunks at `rows`."
-    errors = []
+def action_error(policy, frames, rows: Tensor, batch_size: int = 32) -> dict:
+    "Decoded-action MSE (action units) at `rows` next to the trivial predictors', on the rows that decoded."
+    if not hasattr(policy, "decode_chunks"):
+        raise ValueError(f"evaluate.decode_actions: true needs a policy that reports whether its decoding is well "
+                         f"formed (small_vla); {type(policy).__name__} is evaluated by token loss: set it to false")
+    chunks, finished, overridden, tokens = [], [], 0, 0
     for start in range(0, len(rows), batch_size):
-        batch = frames.batch(rows[start:start + batch_size])
-        predicted = policy.predict_action_chunk(batch)
-        errors.append(((predicted - batch["action"][:, :predicted.shape[1]]) ** 2).mean((1, 2)))
-    return float(torch.cat(errors).mean())
+        predicted, generated = policy.decode_chunks(frames.batch(rows[start:start + batch_size]))
+        chunks.append(predicted.cpu())
+        finished.append(generated.finished.cpu())
+        overridden, tokens = overridden + int(generated.overridden.sum()), tokens + sum(map(len, generated.ids))
+    predicted, finished = torch.cat(chunks), torch.cat(finished)         # (N, T, D), (N,)
+    truth = frames.action[rows, :predicted.shape[1]]
+    out = {"decoded": float(finished.float().mean()), "constraint_overrides": overridden / max(tokens, 1)}
+    for name, chunk in {"action": predicted, **trivial_chunks(frames, rows, predicted.shape[1])}.items():
+        error = (chunk[finished] - truth[finished]) ** 2                    # (n, T, D) on the decoded rows
+        out[f"{name}_mse"], out[f"{name}_mse_first_step"] = float(error.mean()), float(error[:, 0].mean())
+    return out
 
 def task_metrics(policy, frames, frame_every: int, batch_size: int = 32, decode: bool = True) -> dict:
     "Held-out action-token loss (every frame) and, with `decode`, decoded-action error (every `frame_every`-th frame)."
     rows = frames.rows("test")
     out = {"action_token_loss": action_token_loss(policy, frames, rows, batch_size)}
     if decode:
-        out["action_mse"] = action_error(policy, frames, rows[::frame_every], batch_size)
+        out |= action_error(policy, frames, rows[::frame_every], batch_size)
     return out
 
 def retention_table(records: list, scores: dict[str, list[np.ndarray]], n_boot: int = 2_000) -> dict:
@@ -94,20 +111,32 @@ def _ci(row: dict, key: str) -> str:
     low, high = row[f"{key}_ci"]
     return f"{row[key]:.3f} [{low:.3f}, {high:.3f}]"
 
+def actions_markdown(checkpoints: dict) -> list[str]:
+    "Decoded-action errors per checkpoint and task beside the trivial predictors' (no lines if none were decoded)."
+    rows = [(name, task, c[task]) for name, c in checkpoints.items() for task in ("old_task", "new_task")
+            if "action_mse" in c[task]]
+    if not rows:
+        return []
+    lines = ["", "| checkpoint | task | decoded | action MSE | first-step MSE | hold-state MSE | "
+             "train-mean MSE |", "|---|---|---|---|---|---|---|"]
+    for name, task, m in rows:
+        lines.append(f"| {name} | {task.replace('_', ' ')} | {m['decoded']:.3f} | {m['action_mse']:.4f} | "
+                     f"{m['action_mse_first_step']:.4f} | {m['hold_state_mse']:.4f} | {m['train_mean_mse']:.4f} |")
+    return lines
+
 def results_markdown(results: dict) -> str:
     "The headline tables of an eval.json."
     checkpoints = results["checkpoints"]
     lines = ["| checkpoint | MCQ acc [95% CI] | MCQ acc_norm | retention | Δ acc vs teacher [95% CI] | "
-             "old-task token loss | old-task action MSE | new-task token loss | new-task action MSE | "
-             "train s/step |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "old-task token loss | new-task token loss | train s/step |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, c in checkpoints.items():
         overall, diff = c["mcq"]["overall"], c["vs_teacher"]
         step = f"{c['training']['seconds_per_step']:.3f}" if c.get("training") else "—"
         lines.append(f"| {name} | {_ci(overall, 'acc')} | {overall['acc_norm']:.3f} | {c['retention']:.3f} | "
                      f"{diff['diff']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] | "
-                     f"{c['old_task']['action_token_loss']:.3f} | {c['old_task']['action_mse']:.4f} | "
-                     f"{c['new_task']['action_token_loss']:.3f} | {c['new_task']['action_mse']:.4f} | {step} |")
+                     f"{c['old_task']['action_token_loss']:.3f} | {c['new_task']['action_token_loss']:.3f} | {step} |")
+    lines += actions_markdown(checkpoints)
     families = [f for f in next(iter(checkpoints.values()))["mcq"] if f != "overall"]
     lines += ["", "| family | chance | " + " | ".join(checkpoints) + " |", "|---|---|" + "---|" * len(checkpoints)]
     for f in families:

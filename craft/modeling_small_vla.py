@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
@@ -15,22 +16,28 @@ from transformers import PreTrainedTokenizerFast
 
 from .configuration_small_vla import SmallVLAConfig
 from .project import readable_weights
-from .tokenizers import FastActionTokenizer
+from .tokenizers import ActionTokenizerError, FastActionTokenizer
 from craft.vla import (
+    Generated,
     SmallVLA,
     choice_logprobs,
     collate,
     continuation_logprob,
+    generate_actions,
     hidden_states,
-    next_token_logits,
     task_loss,
 )
 
 # %% auto #0
-__all__ = ['ACTION_TOKENIZER_FILE', 'SmallVLAPolicy']
+__all__ = ['ACTION_TOKENIZER_FILE', 'tokenized_chunks', 'SmallVLAPolicy']
 
 # %% ../nbs/09_modeling_small_vla.ipynb #2ad3c3e7
 ACTION_TOKENIZER_FILE = "action_tokenizer.json"
+
+def tokenized_chunks(config: SmallVLAConfig, chunks, states) -> np.ndarray:
+    "What the action tokenizer encodes (N, T, D): the chunks (N, T, D), minus the states (N, D) if `relative_actions`."
+    chunks, states = np.asarray(chunks, dtype=np.float64), np.asarray(states, dtype=np.float64)
+    return chunks - states[:, None] if config.relative_actions else chunks
 
 class SmallVLAPolicy(PreTrainedPolicy):
     "The small VLA as a LeRobot policy."
@@ -63,9 +70,10 @@ class SmallVLAPolicy(PreTrainedPolicy):
 
     def action_samples(self, batch: dict) -> list[dict]:
         "One action sample per row of a LeRobot batch (camera, observation.state, action chunk, task)."
-        images, states, chunks = batch[self.config.image_key], batch["observation.state"], batch["action"]
+        images, states = batch[self.config.image_key], batch["observation.state"]
+        chunks = tokenized_chunks(self.config, batch["action"].detach().cpu(), states.detach().cpu())
         return [{"image": images[i], "prompt": self.action_prompt(batch["task"][i], states[i]),
-                 "target": self.vla.action_target(chunks[i].detach().cpu().numpy())} for i in range(len(states))]
+                 "target": self.vla.action_target(chunks[i])} for i in range(len(states))]
 
     def question_sample(self, image, question: str, choices: list[str], answer: int) -> dict:
         "One question sample: the answer's text is the target."
@@ -119,30 +127,33 @@ class SmallVLAPolicy(PreTrainedPolicy):
         return choice_logprobs(self.vla, images, prompts, choices)
 
     # ---- acting --------------------------------------------------------------------------------------------
+    def generate_action_tokens(self, images: list, prompts: list[str]) -> Generated:
+        "Greedy, well-formed FAST tokens per (image, prompt) within `max_action_tokens` (`craft.vla.generate_actions`)."
+        return generate_actions(self.vla, images, prompts, self.config.max_action_tokens)
+
     @torch.no_grad()
-    def generate_action_tokens(self, images: list, prompts: list[str]) -> list[list[int]]:
-        "Greedy decoding restricted to action tokens, until <eos> or `max_action_tokens`."
-        vla, eos = self.vla, self.vla.text_tokenizer.eos_token_id
-        bias = torch.full((vla.image_token + 1,), float("-inf"), device=vla.model.device)
-        bias[vla.n_text:vla.image_token] = bias[eos] = 0
-        out, done = [[] for _ in prompts], [False] * len(prompts)
-        for _ in range(self.config.max_action_tokens):
-            batch = self.collate([{"image": i, "prompt": p, "target": o} for i, p, o in zip(images, prompts, out)])
-            for row, token in enumerate((next_token_logits(vla, batch) + bias).argmax(-1).tolist()):
-                done[row] = done[row] or token == eos
-                out[row] += [] if done[row] else [token]
-            if all(done):
-                break
-        return out
+    def decode_chunks(self, batch: dict) -> tuple[Tensor, Generated]:
+        "(B, chunk_size, action_dim) decoded actions, NaN in rows that did not finish, and the generation itself."
+        states = batch["observation.state"]
+        prompts = [self.action_prompt(t, s) for t, s in zip(batch["task"], states)]
+        generated = self.generate_action_tokens(list(batch[self.config.image_key]), prompts)
+        chunks = torch.full((len(states), self.config.chunk_size, states.shape[1]), float("nan"))
+        for row in generated.finished.nonzero()[:, 0].tolist():
+            chunks[row] = torch.as_tensor(self.vla.decode_actions(generated.ids[row]), dtype=torch.float32)
+        if self.config.relative_actions:
+            chunks += states.detach().cpu().float()[:, None]
+        return chunks.to(states.device), generated
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict) -> Tensor:
-        "(B, chunk_size, action_dim) actions decoded from the model for a batch of observations."
-        states = batch["observation.state"]
-        prompts = [self.action_prompt(t, s) for t, s in zip(batch["task"], states)]
-        tokens = self.generate_action_tokens(list(batch[self.config.image_key]), prompts)
-        chunks = [torch.as_tensor(self.vla.decode_actions(t), dtype=torch.float32) for t in tokens]
-        return torch.stack(chunks).to(states.device)
+        "(B, chunk_size, action_dim) actions decoded from the model; an error if a row's chunk did not finish."
+        chunks, generated = self.decode_chunks(batch)
+        unfinished = (~generated.finished).nonzero()[:, 0].tolist()
+        if unfinished:
+            raise ActionTokenizerError(f"rows {unfinished} did not complete an action chunk within "
+                                       f"max_action_tokens = {self.config.max_action_tokens} tokens: raise "
+                                       "policy.max_action_tokens")
+        return chunks
 
     @torch.no_grad()
     def select_action(self, batch: dict) -> Tensor:

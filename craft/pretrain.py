@@ -30,14 +30,14 @@ from craft.data import (
     resolve_dataset,
 )
 from .mcq import accuracy, choice_scores
-from .modeling_small_vla import SmallVLAPolicy
+from .modeling_small_vla import SmallVLAPolicy, tokenized_chunks
 from .tokenizers import FastActionTokenizer, build_text_tokenizer
 from .vla import VLAConfig
 
 # %% auto #0
 __all__ = ['PretrainConfig', 'Frames', 'resize', 'chunk_rows', 'decode_frames', 'FrameSet', 'decode_datasets', 'text_corpus',
            'policy_config', 'build_teacher', 'question_batch', 'pretrain', 'action_token_loss', 'held_out_metrics',
-           'save_teacher']
+           'action_coverage', 'save_teacher']
 
 # %% ../nbs/11_pretrain.ipynb #d004fb10
 @dataclass(frozen=True)
@@ -156,12 +156,22 @@ def policy_config(section: dict, features: dict, state: Tensor) -> SmallVLAConfi
               "state_high": torch.quantile(state.float(), 0.99, 0).tolist()}
     return from_section(SmallVLAConfig, {**values, "vla": vla, **io, **bounds}, "policy")
 
-def build_teacher(section: dict, cfg: PretrainConfig, old: Frames, questions: list[McqRecord],
+def _same_features(datasets: list[Frames]) -> dict:
+    "The policy features every dataset shares, or an error naming the two that differ."
+    for other in datasets[1:]:
+        if other.features != datasets[0].features:
+            raise DatasetError(f"{other.root} and {datasets[0].root} have different features (cameras, state or "
+                               "action shapes); one policy needs the same features for every task")
+    return datasets[0].features
+
+def build_teacher(section: dict, cfg: PretrainConfig, datasets: list[Frames], questions: list[McqRecord],
                   tasks: list[str]) -> SmallVLAPolicy:
-    "An untrained policy with tokenizers and state bounds fitted on the training data."
-    train = old.rows("train")
-    policy_cfg = policy_config(section, old.features, old.state[train])
-    chunks = old.action[train, :policy_cfg.chunk_size].numpy()
+    "An untrained policy whose tokenizers and state bounds are fitted on the training splits of `datasets`."
+    rows = [d.rows("train") for d in datasets]
+    states = torch.cat([d.state[r] for d, r in zip(datasets, rows)])
+    policy_cfg = policy_config(section, _same_features(datasets), states)
+    chunks = np.concatenate([tokenized_chunks(policy_cfg, d.action[r, :policy_cfg.chunk_size], d.state[r])
+                             for d, r in zip(datasets, rows)])
     action_tok = FastActionTokenizer(cfg.action_scale, cfg.action_vocab).fit(chunks)
     text_tok = build_text_tokenizer(text_corpus(questions, tasks), cfg.text_vocab)
     torch.manual_seed(cfg.seed)
@@ -221,6 +231,15 @@ def held_out_metrics(policy: SmallVLAPolicy, questions: list[McqRecord], image_o
     scores = choice_scores(policy, questions, images, batch_size, progress=True)
     old_loss = action_token_loss(policy, old, old.rows("test"), batch_size)
     return {"mcq": accuracy(questions, scores), "old_task_action_loss": old_loss}
+
+def action_coverage(policy: SmallVLAPolicy, frames: Frames, split: str) -> dict:
+    "How the policy's action tokenizer and state bins represent a split: the tokenizer's `coverage`, saturated states."
+    rows = frames.rows(split)
+    chunks = tokenized_chunks(policy.config, frames.action[rows, :policy.config.chunk_size], frames.state[rows])
+    low, high = torch.tensor(policy.config.state_low), torch.tensor(policy.config.state_high)
+    state = frames.state[rows].float()
+    return {**policy.vla.action_tokenizer.coverage(chunks),
+            "state_saturated": float(((state < low) | (state > high)).float().mean())}
 
 def save_teacher(policy: SmallVLAPolicy, cfg: PretrainConfig, folder: str | Path) -> Path:
     "Write the policy and its pretraining configuration to `folder` via a temporary sibling, then rename."

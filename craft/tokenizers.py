@@ -93,13 +93,31 @@ class FastActionTokenizer:
         coeffs = self._coefficients(_check_chunks(chunk, self.dim, self.horizon))[0]
         return self.bpe.encode(self._text(coeffs)).ids
 
+    @property
+    def token_sizes(self) -> np.ndarray:
+        "(V,) how many DCT coefficients each token id stands for."
+        return np.array([len(self.bpe.id_to_token(i)) for i in range(len(self))])
+
     def decode(self, ids: list[int]) -> np.ndarray:
-        "The action chunk (T, D) that token ids stand for; a malformed stream is padded or cut to length."
-        text = "".join(self.bpe.id_to_token(i) or "" for i in ids)
-        ints = np.array([ord(c) - 0x100 - self.offset for c in text], dtype=np.float64)
-        ints = np.resize(np.pad(ints, (0, max(0, self.horizon * self.dim - len(ints)))), self.horizon * self.dim)
+        "The action chunk (T, D) that token ids stand for; a stream of the wrong length is an error, never resized."
+        if any(not 0 <= i < len(self) for i in ids):
+            raise ActionTokenizerError(f"token ids outside the action vocabulary (0…{len(self) - 1}): "
+                                       f"{sorted({i for i in ids if not 0 <= i < len(self)})[:5]}")
+        ints = np.array([ord(c) - 0x100 - self.offset for i in ids for c in self.bpe.id_to_token(i)], dtype=np.float64)
+        if len(ints) != self.horizon * self.dim:
+            raise ActionTokenizerError(f"{len(ids)} action tokens stand for {len(ints)} DCT coefficients, but a chunk "
+                                       f"has {self.horizon} × {self.dim} = {self.horizon * self.dim}")
         normed = idct(ints.reshape(self.horizon, self.dim) / self.scale, axis=0, norm="ortho")
         return (normed + 1) / 2 * (self.high - self.low) + self.low
+
+    def coverage(self, chunks: np.ndarray) -> dict:
+        "How well the tokenizer represents `chunks` (N, T, D): share clipped, round-trip MSE, tokens per chunk."
+        chunks = _check_chunks(chunks, self.dim, self.horizon)
+        ids = [self.encode(c) for c in chunks]
+        recon = np.stack([self.decode(i) for i in ids])
+        return {"clipped": float(((chunks < self.low) | (chunks > self.high)).mean()),
+                "round_trip_mse": float(((recon - chunks) ** 2).mean()),
+                "tokens_per_chunk": float(np.mean([len(i) for i in ids]))}
 
     def save(self, path: str | Path) -> Path:
         "Write the tokenizer to one JSON file."

@@ -23,7 +23,8 @@ from .tokenizers import FastActionTokenizer
 
 # %% auto #0
 __all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'select_layers',
-           'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits']
+           'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits', 'Generated',
+           'generate_actions']
 
 # %% ../nbs/07_vla.ipynb #a42c9af1
 @dataclass(frozen=True)
@@ -88,8 +89,9 @@ class SmallVLA(nn.Module):
         return [self.n_text + i for i in self.action_tokenizer.encode(chunk)] + [self.text_tokenizer.eos_token_id]
 
     def decode_actions(self, ids: list[int]) -> np.ndarray:
-        "The action chunk that generated model ids stand for (text ids and <eos> are dropped)."
-        return self.action_tokenizer.decode([i - self.n_text for i in ids if self.n_text <= i < self.image_token])
+        "The action chunk (T, D) that model ids stand for (a final <eos> dropped); a malformed stream is an error."
+        ids = ids[:-1] if ids and ids[-1] == self.text_tokenizer.eos_token_id else ids
+        return self.action_tokenizer.decode([i - self.n_text for i in ids])
 
 # %% ../nbs/07_vla.ipynb #e0a9cf04
 def prefix_lm_mask(token_types: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -218,3 +220,54 @@ def next_token_logits(vla: SmallVLA, batch: dict[str, Tensor]) -> Tensor:
     "(B, V) logits for the token after each row's last non-padding position."
     last = (batch["token_types"] != TOKEN_TYPES["pad"]).sum(-1) - 1
     return _forward(vla, batch).logits[torch.arange(len(last)), last].float()
+
+# %% ../nbs/07_vla.ipynb #f71155e6
+@dataclass
+class Generated:
+    "Greedy action tokens of a batch of prompts."
+    ids: list[list[int]]      # model ids per row, the final <eos> included when finished
+    finished: Tensor          # (B,) bool: the chunk's coefficients and <eos> came within the token budget
+    overridden: Tensor        # (B,) steps at which the constraint changed the model's own choice
+
+def _allowed(vla: SmallVLA, sizes: Tensor, missing: Tensor) -> Tensor:
+    "(B, V) bool: action tokens no longer than the coefficients `missing` (B,), and <eos> once none are missing."
+    allowed = torch.zeros(len(missing), vla.image_token + 1, dtype=torch.bool, device=missing.device)
+    allowed[:, vla.n_text:vla.image_token] = sizes[None] <= missing[:, None]
+    allowed[:, vla.text_tokenizer.eos_token_id] = missing == 0
+    return allowed
+
+@torch.no_grad()
+def generate_actions(vla: SmallVLA, images: list, prompts: list[str], max_tokens: int) -> Generated:
+    "Greedy, well-formed FAST action tokens for each (image, prompt), with a KV cache."
+    batch = collate(vla, [{"image": i, "prompt": p, "target": []} for i, p in zip(images, prompts)])
+    device, dtype = vla.model.device, next(vla.parameters()).dtype
+    visible = batch["token_types"] != TOKEN_TYPES["pad"]                        # (B, W)
+    lengths, rows = visible.sum(-1), torch.arange(len(prompts), device=device)
+    out = vla.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"].to(dtype),
+                    attention_mask=prefix_lm_mask(batch["token_types"], dtype), use_cache=True)
+    logits = out.logits[rows, lengths - 1].float()                              # (B, V)
+    sizes = torch.as_tensor(vla.action_tokenizer.token_sizes, device=device)    # (A,) coefficients per token
+    eos = vla.text_tokenizer.eos_token_id
+    missing = torch.full_like(lengths, vla.action_tokenizer.horizon * vla.action_tokenizer.dim)
+    done, overridden = torch.zeros_like(visible[:, 0]), torch.zeros_like(lengths)
+    ids = [[] for _ in prompts]
+    for step in range(max_tokens):
+        actionable = torch.full_like(logits, float("-inf"))
+        actionable[:, vla.n_text:vla.image_token], actionable[:, eos] = 0, 0
+        own = (logits + actionable).argmax(-1)                                  # the unconstrained action choice
+        token = logits.masked_fill(~_allowed(vla, sizes, missing), float("-inf")).argmax(-1)
+        overridden += (token != own) & ~done
+        for row in (~done).nonzero()[:, 0].tolist():
+            ids[row].append(int(token[row]))
+        is_action = (token >= vla.n_text) & (token < vla.image_token)
+        missing -= torch.where(is_action & ~done, sizes[(token - vla.n_text).clamp(0, len(sizes) - 1)], 0)
+        done |= token == eos
+        if done.all():
+            break
+        visible = torch.cat([visible, torch.ones_like(visible[:, :1])], 1)     # generated tokens are all seen
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+        out = vla.model(input_ids=token[:, None], attention_mask=mask[:, None, None], use_cache=True,
+                        position_ids=(lengths + step + 1)[:, None], past_key_values=out.past_key_values)
+        logits = out.logits[:, -1].float()
+    return Generated(ids, done, overridden)
+

@@ -18,7 +18,8 @@ TINY = {"train": {"steps": 12, "batch_size": 4, "warmup_steps": 2, "log_freq": 3
         "pretrain": {"steps": 6, "question_batch": 4, "action_batch": 4, "log_freq": 3, "text_vocab": 400,
                      "action_vocab": 400},
         "cache": {"num_anchors": 20, "batch_size": 8, "shard_size": 8},
-        "evaluate": {"frame_every": 20, "n_boot": 200}, "grid": {"methods": ["baseline", "replay"], "seeds": [0, 1]}}
+        "evaluate": {"frame_every": 20, "n_boot": 200}, "rollout": {"episodes": 1, "videos": 1},
+        "grid": {"methods": ["baseline", "replay"], "seeds": [0, 1]}}
 # Stage notebooks that are not DVC stages: the collection notebook made the raw data behind data.dvc.
 NOT_STAGES = {"00_collect.ipynb"}
 

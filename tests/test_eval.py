@@ -1,7 +1,8 @@
-"""The eval and plots stages on the tiny pipeline, and the README results block filled from their output."""
+"""The eval, rollout and plots stages on the tiny pipeline, and the README results blocks filled from their output."""
 import json
 import shutil
 
+import imageio.v3 as iio
 from conftest import run
 
 
@@ -14,7 +15,23 @@ def test_eval_compares_every_checkpoint(repo):
         overall = c["mcq"]["overall"]
         assert overall["acc_ci"][0] <= overall["acc"] <= overall["acc_ci"][1]
         for task in ("old_task", "new_task"):
-            assert c[task]["action_token_loss"] > 0 and c[task]["action_mse"] >= 0
+            m = c[task]
+            assert m["action_token_loss"] > 0 and m["action_mse"] >= 0
+            assert m["decoded"] == 1.0                    # the token budget fits any well-formed chunk
+            assert m["hold_state_mse"] > 0 and m["train_mean_mse"] > 0
+
+
+def test_rollout_runs_every_checkpoint_in_the_simulator(repo):
+    results = json.loads((repo / "metrics" / "rollout.json").read_text())
+    assert list(results) == ["teacher", "baseline", "craft"]
+    for tasks in results.values():
+        assert {key: r["task"] for key, r in tasks.items()} == {"old_task": "transfer_cube", "new_task": "insertion"}
+        for r in tasks.values():
+            assert r["n"] == 1 and r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
+            assert r["seeds"][0] >= 1_000_000                  # held-out scenes, never recorded
+            frames = iio.imread(r["videos"][0], plugin="pyav")   # 80 decisions, as recorded at 10 fps
+            assert frames.shape == (80, 120, 160, 3)
+    assert (repo / "plots" / "rollouts.png").stat().st_size > 0
 
 
 def test_make_results_fills_the_readme_from_the_pipeline(repo, tmp_path):
@@ -27,3 +44,6 @@ def test_make_results_fills_the_readme_from_the_pipeline(repo, tmp_path):
     results = json.loads((copy / "metrics" / "eval.json").read_text())["checkpoints"]
     assert f"| craft | {results['craft']['mcq']['overall']['acc']:.3f} [" in block
     assert before.split("<!-- results:start -->")[0] == after.split("<!-- results:start -->")[0]
+    rollouts = after.split("<!-- rollouts:start -->")[1].split("<!-- rollouts:end -->")[0]
+    crafted = json.loads((copy / "metrics" / "rollout.json").read_text())["craft"]["new_task"]
+    assert f"| craft | new task (insertion) | {crafted['successes']}/1 |" in rollouts
