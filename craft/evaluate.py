@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from .pretrain import action_token_loss
 
 # %% auto #0
 __all__ = ['START', 'END', 'trivial_chunks', 'action_error', 'task_metrics', 'retention_table', 'mcq_metrics', 'training_cost',
-           'checkpoint_metrics', 'eval_entry', 'markers', 'fill_block', 'actions_markdown', 'results_markdown',
-           'write_results']
+           'checkpoint_metrics', 'eval_entry', 'text_prior', 'shuffled_images', 'prior_table', 'markers', 'fill_block',
+           'actions_markdown', 'results_markdown', 'write_results']
 
 # %% ../nbs/15_evaluate.ipynb #ac6e441e
 def trivial_chunks(frames, rows: Tensor, horizon: int) -> dict[str, Tensor]:
@@ -88,6 +89,45 @@ def eval_entry(mcq: dict, held_out: dict) -> dict:
     "One checkpoint's entry of an eval report: its row of `retention_table` and its `checkpoint_metrics`."
     return {"mcq": mcq["accuracy"], "retention": mcq["retention"], "vs_teacher": mcq["vs_teacher"], **held_out}
 
+# %% ../nbs/15_evaluate.ipynb #6f7acaa6
+def text_prior(train: list, test: list) -> np.ndarray:
+    "(N,) chance that each test question is answered right from its text alone (the training answers' majority)."
+    counts = defaultdict(Counter)
+    for r in train:
+        counts[(r.question, tuple(r.choices))][r.choices[r.answer]] += 1
+    out = []
+    for r in test:
+        seen = counts.get((r.question, tuple(r.choices)))
+        if not seen:
+            out.append(1 / len(r.choices))
+            continue
+        top = max(seen.values())
+        best = [a for a, c in seen.items() if c == top]
+        out.append((r.choices[r.answer] in best) / len(best))
+    return np.array(out)
+
+def shuffled_images(records: list, images: list, seed: int = 0) -> list:
+    "Each question's image replaced by that of another question about a different frame (a fixed random pairing)."
+    rng, n = np.random.default_rng(seed), len(records)
+    order = rng.permutation(n)
+    for _ in range(1_000):
+        clash = [i for i in range(n) if records[order[i]].image == records[i].image]
+        if not clash:
+            return [images[j] for j in order]
+        for i in clash:
+            j = rng.integers(n)
+            order[i], order[j] = order[j], order[i]
+    raise ValueError("could not give every question another frame's image: the questions are about too few frames "
+                     "(the shuffled-image floor needs questions about several)")
+
+def prior_table(train: list, test: list) -> dict:
+    "The text prior's accuracy overall and per family of `test`."
+    hit, out = text_prior(train, test), {}
+    for family in ["overall", *sorted({r.family for r in test})]:
+        idx = [i for i, r in enumerate(test) if family in ("overall", r.family)]
+        out[family] = float(hit[idx].mean())
+    return out
+
 # %% ../nbs/15_evaluate.ipynb #e80e9f59
 def markers(name: str) -> tuple[str, str]:
     "The README comments that open and close the block `name`."
@@ -127,22 +167,26 @@ def actions_markdown(checkpoints: dict) -> list[str]:
 def results_markdown(results: dict) -> str:
     "The headline tables of an eval.json."
     checkpoints = results["checkpoints"]
-    lines = ["| checkpoint | MCQ acc [95% CI] | MCQ acc_norm | retention | Δ acc vs teacher [95% CI] | "
-             "old-task token loss | new-task token loss | train s/step |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| checkpoint | MCQ acc [95% CI] | MCQ acc, shuffled images | MCQ acc_norm | retention | "
+             "Δ acc vs teacher [95% CI] | old-task token loss | new-task token loss | train s/step |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, c in checkpoints.items():
         overall, diff = c["mcq"]["overall"], c["vs_teacher"]
         step = f"{c['training']['seconds_per_step']:.3f}" if c.get("training") else "—"
-        lines.append(f"| {name} | {_ci(overall, 'acc')} | {overall['acc_norm']:.3f} | {c['retention']:.3f} | "
+        floor = f"{c['mcq_shuffled_images']['overall']['acc']:.3f}" if "mcq_shuffled_images" in c else "—"
+        lines.append(f"| {name} | {_ci(overall, 'acc')} | {floor} | {overall['acc_norm']:.3f} | {c['retention']:.3f} | "
                      f"{diff['diff']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] | "
                      f"{c['old_task']['action_token_loss']:.3f} | {c['new_task']['action_token_loss']:.3f} | {step} |")
     lines += actions_markdown(checkpoints)
     families = [f for f in next(iter(checkpoints.values()))["mcq"] if f != "overall"]
-    lines += ["", "| family | chance | " + " | ".join(checkpoints) + " |", "|---|---|" + "---|" * len(checkpoints)]
-    for f in families:
+    prior = results.get("text_prior", {})
+    lines += ["", "| family | chance | text prior | " + " | ".join(checkpoints) + " |",
+              "|---|---|---|" + "---|" * len(checkpoints)]
+    for f in [*families, "overall"]:
         first = next(iter(checkpoints.values()))["mcq"][f]
         cells = " | ".join(f"{c['mcq'][f]['acc']:.3f}" for c in checkpoints.values())
-        lines.append(f"| {f} (n = {first['n']}) | {first['chance']:.3f} | {cells} |")
+        text = f"{prior[f]:.3f}" if f in prior else "—"
+        lines.append(f"| {f} (n = {first['n']}) | {first['chance']:.3f} | {text} | {cells} |")
     return "\n".join(lines)
 
 def write_results(readme: str | Path, eval_json: str | Path) -> Path:
