@@ -69,3 +69,6 @@ def test_dvc_plots_render_offline(repo):
     page = (repo / "dvc_plots" / "index.html").read_text()
     assert "vegaEmbed" in page and "cdn.jsdelivr" not in page
     assert "constraint_preview" in page and "teacher_mcq" in page and "question_loss" in page
+    finetune = page[page.index('id = "finetune_loss"'):].split("</script>")[0]     # baseline and craft overlaid
+    assert "baseline/plots/metrics/train/loss.tsv" in finetune and "craft/plots/metrics/train/loss.tsv" in finetune
+    assert "craft_lambda" in page and "baseline/plots/metrics/craft/lambda.tsv" not in page   # λ for craft only
