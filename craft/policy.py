@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'load_policy']
+__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'load_policy', 'checkpoint_folders']
 
 # %% ../nbs/20_policy.ipynb #7429d083
 INTERFACE = ("task_loss", "hidden_states", "continuation_logprob", "choice_logprobs", "action_prompt",
@@ -36,3 +36,9 @@ def load_policy(folder: str | Path, **kwargs):
         raise FileNotFoundError(f"{folder} holds no saved policy (config.json is missing): make the teacher with "
                                 "`dvc repro` (the default experiment) or `dvc repro full/dvc.yaml` (pi0_fast)")
     return policy_class(json.loads(config.read_text())["type"]).from_pretrained(folder, **kwargs).eval()
+
+# %% ../nbs/20_policy.ipynb #1a2ad7ed
+def checkpoint_folders(base: str | Path, methods: list[str]) -> dict[str, Path]:
+    "Checkpoint name → folder under an experiment's folder `base`: `models/teacher`, then `models/<method>/final`."
+    base = Path(base)
+    return {"teacher": base / "models" / "teacher", **{m: base / "models" / m / "final" for m in methods}}

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from dm_control import mujoco
 from dm_control.rl import control
-from dm_control.suite import base
 from gym_aloha.constants import ASSETS_DIR, DT, START_ARM_POSE
 from gym_aloha.tasks.sim import InsertionTask, TransferCubeTask
 from torch import Tensor
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 from .data import IMAGE_KEY, load_dataset
 from .evaluate import fill_block
 from .pretrain import resize
-from .sim import EPISODE_STEPS, TASK_PROMPTS, TOP_FOVY, _joints, sample_object_poses
+from .sim import EPISODE_STEPS, TASK_PROMPTS, TOP_FOVY, _joints, posed_task, sample_object_poses
 
 # %% auto #0
 __all__ = ['RECORDED_SEEDS', 'ROLLOUT_SEEDS', 'make_joint_env', 'joint_state', 'rollout_seeds', 'Rollout', 'closed_loops',
@@ -45,31 +44,17 @@ def _check_task(task: str):
     if task not in _JOINT_SCENES:
         raise ValueError(f"task {task!r} is unknown; use one of {', '.join(_JOINT_SCENES)}")
 
-def _joint_task_class(task: str) -> type:
-    "The gym-aloha joint-position task class of `task`, with given object poses and no rendering."
-
-    class Task(_JOINT_TASKS[task]):
-        def __init__(self, poses: np.ndarray):
-            super().__init__()
-            self.poses = poses
-
-        def initialize_episode(self, physics):
-            physics.data.qpos[:16] = START_ARM_POSE
-            physics.data.ctrl[:] = START_ARM_POSE       # 16 actuators: 6 joints and 2 fingers per arm
-            physics.data.qpos[16:16 + self.poses.size] = self.poses.ravel()
-            base.Task.initialize_episode(self, physics)
-
-        def get_observation(self, physics):
-            return {}
-
-    return Task
+def _start_pose(task, physics) -> None:
+    "Both arms at gym-aloha's start pose, their 16 actuators (6 joints and 2 fingers per arm) holding it."
+    physics.data.qpos[:16] = START_ARM_POSE
+    physics.data.ctrl[:] = START_ARM_POSE
 
 def make_joint_env(task: str, object_poses: np.ndarray) -> control.Environment:
     "The joint-position-controlled scene of `task` with its objects at `object_poses`, top camera as recorded."
     _check_task(task)
     physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / _JOINT_SCENES[task]))
     physics.model.cam_fovy[physics.model.name2id("top", "camera")] = TOP_FOVY
-    return control.Environment(physics, _joint_task_class(task)(object_poses), control_timestep=DT,
+    return control.Environment(physics, posed_task(_JOINT_TASKS[task], _start_pose)(object_poses), control_timestep=DT,
                                n_sub_steps=None, flat_observation=False)
 
 def joint_state(physics) -> np.ndarray:
@@ -171,8 +156,8 @@ def closed_loops(policy, task: str, seeds: list[int], frame_every: int = 5,
         actions.append(action)
         for i, env in enumerate(envs):
             rewards[i] += [env.step(action[i]).reward for _ in range(min(frame_every, max_steps - t))]
-    seconds = (time.perf_counter() - start) / n
-    return [Rollout(task, seed, int(max(r)), int(r[-1]), len(r), np.array(states)[:, i], np.array(actions)[:, i],
+    seconds, states, actions = (time.perf_counter() - start) / n, np.array(states), np.array(actions)   # (N, n, 14)
+    return [Rollout(task, seed, int(max(r)), int(r[-1]), len(r), states[:, i], actions[:, i],
                     np.array(frames[i]) if i < film else None, seconds, policy_seconds / n)
             for i, (seed, r) in enumerate(zip(seeds, rewards))]
 
@@ -228,12 +213,13 @@ def success_rate(policy, task: str, seeds: list[int], frame_every: int = 5, vide
     if not seeds:
         raise ValueError("no seeds to evaluate: pass e.g. rollout_seeds(task, 50)")
     runs, written = [], []
+    if videos is not None:
+        Path(videos).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(seeds), desc=f"rollouts {task}", unit="episode", disable=not progress)
     for first in range(0, len(seeds), side_by_side):
         film = max(0, min(n_videos - first, side_by_side)) if videos is not None else 0
         runs += closed_loops(policy, task, seeds[first:first + side_by_side], frame_every, film=film, **kwargs)
         for run in runs[first:first + film]:
-            Path(videos).mkdir(parents=True, exist_ok=True)
             path = Path(videos) / f"{task}_{run.seed}.mp4"
             written.append(str(write_video(path, run.frames, 1 / (DT * frame_every))))
         bar.update(len(runs) - bar.n)

@@ -22,9 +22,9 @@ from scipy.spatial.transform import Rotation, Slerp
 # %% auto #0
 __all__ = ['GRASP_DEPTH', 'LEFT_LINK', 'RIGHT_LINK', 'LEFT_QUAT', 'RIGHT_QUAT', 'TASK_PROMPTS', 'TOP_FOVY', 'LIFT_HEIGHT',
            'PICK_PITCH', 'EPISODE_STEPS', 'SCRIPTS', 'TASK_NAMES', 'OBJECT_NAMES', 'PHASE_TEXT', 'HOLDERS', 'FAMILIES',
-           'pitched', 'grasp_point', 'Waypoint', 'interpolate', 'sample_object_poses', 'make_env', 'contacts',
-           'scene_facts', 'TransferCubeScript', 'InsertionScript', 'Episode', 'rollout', 'collect', 'scene_questions',
-           'balanced_questions']
+           'pitched', 'grasp_point', 'Waypoint', 'interpolate', 'sample_object_poses', 'posed_task', 'make_env',
+           'contacts', 'scene_facts', 'TransferCubeScript', 'InsertionScript', 'Episode', 'rollout', 'collect',
+           'scene_questions', 'balanced_questions']
 
 # %% ../nbs/04_sim.ipynb #079a39cf
 GRASP_DEPTH = 0.10                              # m from the gripper link to the point between the finger pads
@@ -89,24 +89,28 @@ def sample_object_poses(task: str, rng: np.random.Generator) -> np.ndarray:
         rows.append([*rng.uniform(low, high), _SPAWN_Z, 1.0, 0.0, 0.0, 0.0])
     return np.array(rows)
 
-def _task_class(task: str) -> type:
-    "The gym-aloha end-effector task class of `task`, with given object poses and no rendering."
-    parent = {"transfer_cube": TransferCubeEndEffectorTask, "insertion": InsertionEndEffectorTask}[task]
+def posed_task(parent: type, place_robots) -> type:
+    "gym-aloha task class `parent` with its objects at given poses, robots placed by `place_robots(task, physics)`."
 
     class Task(parent):
         def __init__(self, poses: np.ndarray):
             super().__init__()
-            self.poses = poses
+            self.poses = poses                          # (n_objects, 7) spawn poses
 
         def initialize_episode(self, physics):
-            self.initialize_robots(physics)
+            place_robots(self, physics)
             physics.data.qpos[16:16 + self.poses.size] = self.poses.ravel()
             base.Task.initialize_episode(self, physics)
 
-        def get_observation(self, physics):
+        def get_observation(self, physics):             # nothing rendered: callers render what they need
             return {}
 
     return Task
+
+def _task_class(task: str) -> type:
+    "The gym-aloha end-effector task class of `task`, with given object poses and no rendering."
+    parent = {"transfer_cube": TransferCubeEndEffectorTask, "insertion": InsertionEndEffectorTask}[task]
+    return posed_task(parent, lambda t, physics: t.initialize_robots(physics))
 
 def make_env(task: str, object_poses: np.ndarray) -> control.Environment:
     "The end-effector scene of `task` with its objects at `object_poses`, mocap welds exact, markers hidden."
