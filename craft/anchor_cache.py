@@ -16,15 +16,18 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import CraftConfig, check_range, check_types
 from .data import ImageRef
+from .policy import language_layers
+from .project import readable_weights, repro_target
 from .retention import anchor_features, feature_key
+from .vla import check_layers
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'REBUILD', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint',
-           'draw_anchors', 'teacher_targets', 'build_anchor_cache', 'cache_bytes', 'AnchorCacheDataset', 'SeededCycle',
+__all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint', 'draw_anchors',
+           'teacher_targets', 'build_anchor_cache', 'cache_bytes', 'rebuild_hint', 'AnchorCacheDataset', 'SeededCycle',
            'AnchorLoader', 'token_targets']
 
 # %% ../nbs/13_anchor_cache.ipynb #25e22fb5
@@ -50,10 +53,17 @@ class AnchorCacheError(ValueError):
     "An anchor cache that cannot serve a training run; the message says what to do."
 
 def teacher_fingerprint(folder: str | Path) -> str:
-    "SHA-256 (16 hex digits) of a saved policy's config.json and model.safetensors."
-    digest = hashlib.sha256()
+    "SHA-256 (16 hex digits) of a saved policy's config.json and model.safetensors, whose header must read."
+    from safetensors import safe_open
+
+    digest, folder = hashlib.sha256(), Path(folder)
     for name in ("config.json", "model.safetensors"):
-        digest.update((Path(folder) / name).read_bytes())
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"no teacher at {folder} ({name} is missing): make it with "
+                                    f"`dvc repro {repro_target(folder / name) or 'pretrain'}`")
+        digest.update((folder / name).read_bytes())
+    with readable_weights(folder / "model.safetensors"), safe_open(folder / "model.safetensors", "pt"):
+        pass                                             # a truncated teacher is named, not taken for another one
     return digest.hexdigest()[:16]
 
 def _file_sha256(path: Path) -> str:
@@ -94,7 +104,10 @@ def _write_shards(targets: dict[str, Tensor], folder: Path, shard_size: int) -> 
 def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, craft: CraftConfig,
                        cfg: CacheConfig, out: str | Path, progress: bool = True) -> dict:
     "Run the frozen teacher over the anchors of `frames` and write the cache to `out`; returns the manifest."
-    out, start = Path(out), time.time()
+    out, start, layers = Path(out), time.time(), language_layers(policy)
+    hidden = craft.retention_mode == "hidden"
+    if hidden:
+        check_layers(craft.retention_layers, layers)    # before the teacher runs
     rows = draw_anchors(frames, cfg.split, cfg.num_anchors, cfg.seed)
     policy.eval()
     refs, parts = [], []
@@ -110,12 +123,11 @@ def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, cr
     tmp.mkdir(parents=True)
     shards = _write_shards(targets, tmp, cfg.shard_size)
     (tmp / REFERENCES).write_text("".join(json.dumps(r) + "\n" for r in refs))
-    hidden = craft.retention_mode == "hidden"
     manifest = {"format_version": FORMAT_VERSION, "mode": craft.retention_mode,
                 "teacher": {"path": str(teacher_dir), "fingerprint": teacher_fingerprint(teacher_dir)},
                 "layers": list(craft.retention_layers) if hidden else [],
                 "pools": list(craft.retention_pools) if hidden else [],
-                "feature_dim": policy.feature_width if hidden else None,
+                "feature_dim": policy.feature_width if hidden else None, "language_layers": layers,
                 "dtype": "float16" if hidden else "int32", "count": len(refs), "shards": shards,
                 "created": {**asdict(cfg), "seconds": round(time.time() - start, 3)}}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -130,57 +142,89 @@ def cache_bytes(folder: str | Path) -> dict[str, int]:
             "references": (folder / REFERENCES).stat().st_size, "manifest": (folder / MANIFEST).stat().st_size}
 
 # %% ../nbs/13_anchor_cache.ipynb #3c5ae31b
-REBUILD = "rebuild it with `dvc repro cache`"
+_MANIFEST_KEYS = ("format_version", "mode", "teacher", "layers", "pools", "feature_dim", "count", "shards")
+_REFERENCE_KEYS = ("dataset", "episode", "frame", "prompt")
+
+def rebuild_hint(folder: str | Path) -> str:
+    "How to rebuild the anchor cache at `folder`: the `cache` stage of the experiment that holds it."
+    return f"rebuild it with `dvc repro {repro_target(folder, 'cache') or 'cache'}`"
 
 def _manifest(folder: Path) -> dict:
     "The manifest of the cache at `folder`, or an error saying how to build one."
-    if not (folder / MANIFEST).is_file():
-        raise AnchorCacheError(f"no anchor cache at {folder} ({MANIFEST} is missing): build it with `dvc repro cache`, "
-                               "which runs the frozen teacher over the anchor samples (params.yaml `cache`)")
+    path, rebuild = folder / MANIFEST, rebuild_hint(folder)
+    if not path.is_file():
+        raise AnchorCacheError(f"no anchor cache at {folder} ({MANIFEST} is missing): build it with "
+                               f"`dvc repro {repro_target(folder, 'cache') or 'cache'}`, which runs the frozen teacher "
+                               "over the anchor samples (params.yaml `cache`)")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise AnchorCacheError(f"{folder / MANIFEST} is not valid JSON ({e.msg} at line {e.lineno}): "
-                               f"{REBUILD}") from None
+        raise AnchorCacheError(f"{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}): the cache "
+                               f"was cut short or edited; {rebuild}") from None
+    if not isinstance(manifest, dict):
+        raise AnchorCacheError(f"{path} holds a JSON {type(manifest).__name__}, not a cache manifest: {rebuild}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise AnchorCacheError(f"{folder} has cache format {manifest.get('format_version')}, this code reads "
-                               f"{FORMAT_VERSION}: {REBUILD}")
+                               f"{FORMAT_VERSION}: {rebuild}")
+    missing = [key for key in _MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise AnchorCacheError(f"{path} lacks {', '.join(missing)}: {rebuild}")
     if manifest["count"] == 0:
-        raise AnchorCacheError(f"the anchor cache at {folder} is empty: raise cache.num_anchors and {REBUILD}")
+        raise AnchorCacheError(f"the anchor cache at {folder} is empty: raise cache.num_anchors and {rebuild}")
     return manifest
 
 def _check_fit(folder: Path, manifest: dict, teacher_dir: Path, craft: CraftConfig, width: int) -> None:
     "Refuse a cache made by another teacher, for another model width, mode, layers or poolings."
     made_by, teacher = manifest["teacher"]["fingerprint"], teacher_fingerprint(teacher_dir)
+    rebuild = rebuild_hint(folder)
     if made_by != teacher:
         raise AnchorCacheError(f"the anchor cache at {folder} was built from another teacher (fingerprint {made_by}; "
-                               f"the teacher at {teacher_dir} is {teacher}): {REBUILD}")
+                               f"the teacher at {teacher_dir} is {teacher}): {rebuild}")
     if manifest["mode"] != craft.retention_mode:
         raise AnchorCacheError(f"the anchor cache at {folder} holds {manifest['mode']!r} targets but "
-                               f"craft.retention_mode is {craft.retention_mode!r}: {REBUILD}")
+                               f"craft.retention_mode is {craft.retention_mode!r}: {rebuild}")
     if craft.retention_mode != "hidden":
         return
     if manifest["feature_dim"] != width:
         raise AnchorCacheError(f"the anchor cache at {folder} holds features of width {manifest['feature_dim']} but "
-                               f"the model's width is {width}: {REBUILD} for this model")
+                               f"the model's width is {width}: {rebuild} for this model")
+    if manifest.get("language_layers"):                 # the teacher's layers (caches of this format before it: none)
+        check_layers(craft.retention_layers, manifest["language_layers"])
     for name, asked, held in (("retention_layers", craft.retention_layers, manifest["layers"]),
                               ("retention_pools", craft.retention_pools, manifest["pools"])):
         if set(asked) - set(held):
             raise AnchorCacheError(f"craft.{name} asks for {sorted(set(asked) - set(held))} but the anchor cache at "
-                                   f"{folder} holds only {held}: {REBUILD}")
+                                   f"{folder} holds only {held}: ask for those, or {rebuild}")
 
 def _read_shards(folder: Path, manifest: dict) -> dict[str, Tensor]:
     "Every shard, checksum-verified, concatenated per target."
-    parts = []
+    parts, rebuild = [], rebuild_hint(folder)
     for shard in manifest["shards"]:
         path = folder / shard["file"]
         if not path.is_file():
-            raise AnchorCacheError(f"anchor cache shard {path} is missing: {REBUILD}")
+            raise AnchorCacheError(f"anchor cache shard {path} is missing: {rebuild}")
         if _file_sha256(path) != shard["sha256"]:
             raise AnchorCacheError(f"anchor cache shard {path} is corrupted (its SHA-256 does not match the "
-                                   f"manifest): {REBUILD}")
-        parts.append(load_file(path))
+                                   f"manifest): {rebuild}")
+        with readable_weights(path):
+            parts.append(load_file(path))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+def _references(folder: Path) -> list[dict]:
+    "The anchors' references, one JSON object per line, or an error naming the file and line."
+    path, rebuild, refs = folder / REFERENCES, rebuild_hint(folder), []
+    if not path.is_file():
+        raise AnchorCacheError(f"the anchor cache at {folder} has no {REFERENCES}: {rebuild}")
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            ref = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AnchorCacheError(f"{path}:{number}: not valid JSON ({e.msg}: column {e.colno}): {rebuild}") from None
+        if not isinstance(ref, dict) or any(key not in ref for key in _REFERENCE_KEYS):
+            raise AnchorCacheError(f"{path}:{number}: a reference needs {', '.join(_REFERENCE_KEYS)}, got {ref!r}: "
+                                   f"{rebuild}")
+        refs.append(ref)
+    return refs
 
 class AnchorCacheDataset(torch.utils.data.Dataset):
     "A validated anchor cache: item i is (reference, targets) of anchor i."
@@ -193,11 +237,11 @@ class AnchorCacheDataset(torch.utils.data.Dataset):
         keys = ([feature_key(layer, pool) for layer in craft.retention_layers for pool in craft.retention_pools]
                 if craft.retention_mode == "hidden" else ["tokens"])
         self.targets = {k: held[k] for k in keys}
-        self.references = [json.loads(line) for line in (folder / REFERENCES).read_text().splitlines()]
+        self.references = _references(folder)
         if not len(self.references) == self.manifest["count"] == len(self.targets[keys[0]]):
             raise AnchorCacheError(f"the anchor cache at {folder} is inconsistent ({len(self.references)} references, "
                                    f"{len(self.targets[keys[0]])} targets, {self.manifest['count']} in the manifest): "
-                                   f"{REBUILD}")
+                                   f"{rebuild_hint(folder)}")
 
     def __len__(self) -> int:
         return len(self.references)

@@ -19,11 +19,13 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetad
 from lerobot.datasets.utils import write_info
 from PIL import Image
 
+from .project import find_root
+
 # %% auto #0
 __all__ = ['STATE_NAMES', 'IMAGE_KEY', 'dataset_features', 'lerobot_home', 'repo_id_for', 'DatasetError', 'resolve_dataset',
-           'write_dataset', 'episode_splits', 'split_episodes', 'load_dataset', 'ImageRef', 'ImageFile',
-           'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq', 'mcq_image', 'episode_questions',
-           'numbered']
+           'write_dataset', 'dataset_name', 'splits_hint', 'episode_splits', 'split_episodes', 'load_dataset',
+           'ImageRef', 'ImageFile', 'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq', 'mcq_image',
+           'episode_questions', 'numbered']
 
 # %% ../nbs/05_data.ipynb #5a3ff789
 STATE_NAMES = list(JOINTS)          # 14: six arm joints and the normalised gripper opening, left arm first
@@ -56,6 +58,11 @@ def _is_dataset(folder: Path) -> bool:
     "Whether `folder` holds a LeRobot dataset."
     return (folder / "meta" / "info.json").is_file()
 
+def _fetch_command(name: str) -> str:
+    "The shell command that downloads LeRobot dataset `name` into $HF_LEROBOT_HOME."
+    return (f"`HF_HUB_OFFLINE=0 python -c \"from lerobot.datasets.lerobot_dataset import LeRobotDataset; "
+            f"LeRobotDataset('{name}')\"`")
+
 def resolve_dataset(name: str, repo_root: str | Path) -> Path:
     "The folder of dataset `name`: a folder under `repo_root`, or a LeRobot repo id under $HF_LEROBOT_HOME."
     local, home = Path(repo_root) / name, lerobot_home() / name
@@ -68,8 +75,7 @@ def resolve_dataset(name: str, repo_root: str | Path) -> Path:
                            "with `dvc pull data.dvc`, or name a LeRobot repo id (lerobot/aloha_sim_insertion_human)")
     if os.environ.get("HF_HUB_OFFLINE", "1") != "0":
         raise DatasetError(f"dataset {name!r} is not on this machine: it is neither a folder under {repo_root} nor at "
-                           f"{home} ($HF_LEROBOT_HOME/{name}). Fetch it once with `HF_HUB_OFFLINE=0 python -c \"from "
-                           f"lerobot.datasets.lerobot_dataset import LeRobotDataset; LeRobotDataset('{name}')\"` "
+                           f"{home} ($HF_LEROBOT_HOME/{name}). Fetch it once with {_fetch_command(name)} "
                            "(or point HF_LEROBOT_HOME at the folder that holds it)")
     LeRobotDataset(name, root=home, video_backend="pyav")       # downloads through LeRobot's own mechanism
     return home
@@ -103,16 +109,44 @@ def _episode_range(bounds, episodes: int, where: str) -> list[int]:
         raise DatasetError(f"{where} = {bounds!r} is not within the dataset's {episodes} episodes (0:{episodes})")
     return list(range(start, stop))
 
+def dataset_name(root: str | Path) -> str:
+    "How params.yaml names the dataset at `root`: its repo id under $HF_LEROBOT_HOME, else its repository folder."
+    resolved, home = Path(root).resolve(), lerobot_home().resolve()
+    if resolved.is_relative_to(home):
+        return resolved.relative_to(home).as_posix()
+    try:
+        return resolved.relative_to(find_root(resolved)).as_posix()
+    except FileNotFoundError:
+        return str(root)
+
+def _info(root: str | Path) -> dict:
+    "The dataset's meta/info.json, or an error naming the file, the place and how to restore it."
+    path = Path(root) / "meta" / "info.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        fetched = Path(root).resolve().is_relative_to(lerobot_home().resolve())
+        fix = (f"delete {root} and fetch it again with {_fetch_command(dataset_name(root))}" if fetched else
+               "restore the repository's data with `dvc checkout data.dvc` (or `dvc pull data.dvc`)")
+        raise DatasetError(f"{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}): {fix}") from None
+
+def splits_hint(root: str | Path, episodes: int) -> str:
+    "How to declare the splits of the dataset at `root`, which has `episodes` episodes, in params.yaml."
+    test = max(1, episodes // 10)
+    example = f'train: "0:{episodes - test}", test: "{episodes - test}:{episodes}"' if episodes > 1 else \
+        f'train: "0:{episodes}"'
+    return (f"declare them in params.yaml under `data.splits`, e.g. `splits: {{{dataset_name(root)}: {{{example}}}}}` "
+            f"(episode ranges start:stop of its {episodes} episodes)")
+
 def episode_splits(root: str | Path, declared: dict[str, str] | None = None) -> dict[str, list[int]]:
     "Episode indices per split: `declared` ({split: 'start:stop'}) when given, else as recorded in meta/info.json."
-    info_path = Path(root) / "meta" / "info.json"
-    info = json.loads(info_path.read_text())
+    info_path, info = Path(root) / "meta" / "info.json", _info(root)
     if declared:
         return {s: _episode_range(b, info["total_episodes"], f"data.splits[{s!r}] of {root}")
                 for s, b in declared.items()}
     if "splits" not in info:
-        raise DatasetError(f"{info_path} records no `splits`: declare them in params.yaml `data.splits`, e.g. "
-                           "{train: '0:45', test: '45:50'} under the dataset's name")
+        raise DatasetError(f"{info_path} records no `splits` (which episodes are train and which test): "
+                           f"{splits_hint(root, info['total_episodes'])}")
     return {s: _episode_range(b, info["total_episodes"], f"`splits.{s}` in {info_path}")
             for s, b in info["splits"].items()}
 
@@ -120,8 +154,9 @@ def split_episodes(root: str | Path, split: str, declared: dict[str, str] | None
     "Episode indices of `split`, as declared or as recorded in the dataset's info.json."
     splits = episode_splits(root, declared)
     if split not in splits:
-        raise DatasetError(f"{root} has no split {split!r}; it records {', '.join(splits)}: declare the split in "
-                           "params.yaml `data.splits`, e.g. {train: '0:45', test: '45:50'} under the dataset's name")
+        where = "params.yaml `data.splits` declares" if declared else f"{Path(root) / 'meta' / 'info.json'} records"
+        raise DatasetError(f"{root} has no split {split!r}: {where} only {', '.join(splits)}; "
+                           f"{splits_hint(root, _info(root)['total_episodes'])}")
     return splits[split]
 
 def load_dataset(root: str | Path, split: str | None = None, delta_timestamps: dict | None = None) -> LeRobotDataset:
@@ -244,7 +279,7 @@ def load_mcq(path: str | Path, repo_root: str | Path) -> list[McqRecord]:
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
-            raise McqError(path, number, "(line)", f"is not valid JSON: {e.msg} at column {e.colno}") from None
+            raise McqError(path, number, "(line)", f"is not valid JSON ({e.msg}: column {e.colno})") from None
         _check_fields(raw, fail)
         _check_choices(raw, fail)
         if raw["id"] in seen:

@@ -9,8 +9,11 @@ import importlib
 import json
 from pathlib import Path
 
+from .project import restore_hint
+
 # %% auto #0
-__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'load_policy', 'checkpoint_folders']
+__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'load_policy', 'language_layers',
+           'checkpoint_folders']
 
 # %% ../nbs/20_policy.ipynb #7429d083
 INTERFACE = ("task_loss", "hidden_states", "continuation_logprob", "choice_logprobs", "action_prompt",
@@ -35,7 +38,25 @@ def load_policy(folder: str | Path, **kwargs):
     if not config.is_file():
         raise FileNotFoundError(f"{folder} holds no saved policy (config.json is missing): make the teacher with "
                                 "`dvc repro` (the default experiment) or `dvc repro full/dvc.yaml` (pi0_fast)")
-    return policy_class(json.loads(config.read_text())["type"]).from_pretrained(folder, **kwargs).eval()
+    try:
+        kind = json.loads(config.read_text())["type"]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}): "
+                         f"{restore_hint(config)}") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"{config} names no policy `type` (small_vla or pi0_fast): {restore_hint(config)}") from None
+    return policy_class(kind).from_pretrained(folder, **kwargs).eval()
+
+def language_layers(policy) -> int:
+    "How many layers the policy's language model has: what `craft.retention_layers` counts (0 = the embeddings)."
+    if hasattr(policy, "language_layers"):
+        return policy.language_layers
+    for module in policy.modules():                                 # both policies hold a PaliGemma
+        text = getattr(getattr(module, "config", None), "text_config", None)
+        if isinstance(getattr(text, "num_hidden_layers", None), int):
+            return text.num_hidden_layers
+    raise TypeError(f"{type(policy).__name__} holds no PaliGemma and has no `language_layers`: give it one, the "
+                    "number of hidden layers its `hidden_states` counts")
 
 # %% ../nbs/20_policy.ipynb #1a2ad7ed
 def checkpoint_folders(base: str | Path, methods: list[str]) -> dict[str, Path]:

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['find_root', 'WeightsError', 'readable_weights', 'write_offline_plots_template', 'live_logger']
+__all__ = ['find_root', 'repro_target', 'restore_hint', 'WeightsError', 'readable_weights', 'write_offline_plots_template',
+           'live_logger']
 
 # %% ../nbs/03_project.ipynb #cfcf5146
 def find_root(start: str | Path | None = None) -> Path:
@@ -26,6 +27,41 @@ def find_root(start: str | Path | None = None) -> Path:
                             "CRaFT repository")
 
 # %% ../nbs/03_project.ipynb #a22f82c4
+def _experiment(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    "The experiment holding `path` (`''` is the default one, else `full`, `grid`) and `path`'s parts inside it."
+    try:
+        root = find_root(path.parent)
+    except FileNotFoundError:
+        return None
+    parts = path.relative_to(root).parts
+    if (root.parent / "dvc.yaml").is_file() and (root.parent / "params.yaml").is_file():   # full/: its own params
+        return root.name, parts
+    if len(parts) > 1 and (root / parts[0] / "dvc.yaml").is_file():                       # grid/: the root's params
+        return parts[0], parts[1:]
+    return "", parts
+
+def repro_target(path: str | Path, stage: str | None = None) -> str | None:
+    "The `dvc repro` target of `stage` in the experiment holding `path`; by default the stage that writes `path`."
+    found = _experiment(Path(path).resolve())
+    if found is None:
+        return None
+    experiment, parts = found
+    if stage is None and parts[:2] == ("models", "teacher"):
+        stage = "teacher" if experiment else "pretrain"
+    elif stage is None and len(parts) > 2 and parts[0] in ("models", "runs"):
+        stage = f"train@{parts[1]}"
+    if stage is None:
+        return None
+    return f"{experiment}/dvc.yaml:{stage}" if experiment else stage
+
+def restore_hint(path: str | Path) -> str:
+    "How to get back the generated file `path` (a policy's weights or config): the stage that writes it."
+    target = repro_target(path)
+    if target:
+        return f"restore it with `dvc checkout {target}` (from DVC's cache) or make it again with `dvc repro {target}`"
+    return ("restore it with `dvc checkout` or make it again with `dvc repro` (the stage that wrote it), or replace "
+            "it with an intact copy")
+
 class WeightsError(ValueError):
     "A weights file that cannot be read; the message names it and what to do."
 
@@ -37,8 +73,8 @@ def readable_weights(path: str | Path):
     try:
         yield
     except SafetensorError as e:
-        raise WeightsError(f"{path} cannot be read as safetensors ({e}): it was truncated or overwritten; restore it "
-                           "with `dvc checkout` or re-run the stage that wrote it with `dvc repro`") from None
+        raise WeightsError(f"{path} cannot be read as safetensors ({e}): it was truncated or overwritten; "
+                           f"{restore_hint(path)}") from None
 
 # %% ../nbs/03_project.ipynb #ccd55641
 def write_offline_plots_template(root: str | Path | None = None) -> Path:

@@ -18,13 +18,13 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from .config import check_range, check_types
+from .config import ConfigError, check_range, check_types
 from .tokenizers import FastActionTokenizer
 
 # %% auto #0
-__all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'select_layers',
-           'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits', 'Generated',
-           'generate_actions']
+__all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'check_layers',
+           'select_layers', 'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits',
+           'Generated', 'generate_actions']
 
 # %% ../nbs/07_vla.ipynb #a42c9af1
 @dataclass(frozen=True)
@@ -153,14 +153,24 @@ def task_loss(vla: SmallVLA, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
     n = (batch["labels"] != -100).sum()
     return -logp.sum() / n.clamp(min=1), {"target_tokens": int(n)}
 
-def select_layers(states: tuple[Tensor, ...], layers: list[int]) -> list[Tensor]:
-    "The states of `layers` out of (embeddings, one per layer); negative from the top; a named error if out of range."
-    n = len(states) - 1
+def check_layers(layers, n: int) -> list[int]:
+    "`craft.retention_layers` as indices into (embeddings, layer 1 … layer n), or a ConfigError with the valid range."
+    layers, allowed = list(layers), (f"use layers from {-n - 1} to {n} (1…{n} the layers, 0 the embeddings, negative "
+                                     "from the top: -1 is the last layer), e.g. [-2, -1]")
     outside = [layer for layer in layers if not -n - 1 <= layer <= n]
     if outside:
-        raise IndexError(f"craft.retention_layers asks for layer(s) {outside}, but the language model has {n} layers: "
-                         f"use {-n - 1}…{n} (negative counts from the top, 0 is the embeddings)")
-    return [states[i] for i in layers]
+        raise ConfigError("retention_layers", layers, f"layer(s) {outside} do not exist in this policy's {n}-layer "
+                          f"language model: {allowed}", "craft")
+    index = [layer % (n + 1) for layer in layers]
+    same = [(a, b) for i, a in enumerate(layers) for j, b in enumerate(layers) if i < j and index[i] == index[j]]
+    if same:
+        raise ConfigError("retention_layers", layers, f"{same[0][0]} and {same[0][1]} are the same layer of this "
+                          f"policy's {n}-layer language model: name each layer once", "craft")
+    return index
+
+def select_layers(states: tuple[Tensor, ...], layers: list[int]) -> list[Tensor]:
+    "The states of `layers` out of (embeddings, one per layer); negative from the top; a named error if out of range."
+    return [states[i] for i in check_layers(layers, len(states) - 1)]
 
 def hidden_states(vla: SmallVLA, batch: dict[str, Tensor], layers: list[int]) -> tuple[list[Tensor], Tensor]:
     "Hidden states (B, T, D) of the language model's `layers` (negative counts from the top), and token types."
