@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import NormalizationMode
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 
@@ -15,7 +16,7 @@ from .config import ConfigError
 from .vla import VLAConfig
 
 # %% auto #0
-__all__ = ['register', 'SmallVLAConfig']
+__all__ = ['RAW_VALUES', 'register', 'SmallVLAConfig']
 
 # %% ../nbs/08_configuration_small_vla.ipynb #332f23a7
 def register(name: str):
@@ -28,6 +29,9 @@ def register(name: str):
     return wrap
 
 # %% ../nbs/08_configuration_small_vla.ipynb #808e777a
+RAW_VALUES = {"VISUAL": NormalizationMode.IDENTITY, "STATE": NormalizationMode.IDENTITY,
+              "ACTION": NormalizationMode.IDENTITY}
+
 @register("small_vla")
 @dataclass
 class SmallVLAConfig(PreTrainedConfig):
@@ -46,6 +50,10 @@ class SmallVLAConfig(PreTrainedConfig):
     scheduler_warmup_steps: int = 100
     scheduler_decay_steps: int = 1_000
     scheduler_decay_lr: float = 1e-5
+    # LeRobot's processors pass every feature through: the policy bins the state and tokenizes actions itself
+    normalization_mapping: dict[str, NormalizationMode] = field(default_factory=lambda: dict(RAW_VALUES))
+    push_to_hub: bool = False             # checkpoints stay local (LeRobot's default, true, asks for a hub repo_id)
+    discover_packages_path: str | None = None   # LeRobot's plugin flag, accepted beside --policy.path; unused
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,6 +63,10 @@ class SmallVLAConfig(PreTrainedConfig):
                       f"must be ≤ chunk_size ({self.chunk_size})")
         self._require("state_high", len(self.state_high) == len(self.state_low),
                       f"must have as many values as state_low ({len(self.state_low)})")
+        self._require("normalization_mapping", all(NormalizationMode(m) is NormalizationMode.IDENTITY
+                                                   for m in self.normalization_mapping.values()),
+                      "must be IDENTITY for every feature type: the policy reads raw values (it bins the state "
+                      "between the fitted percentiles and its action tokenizer normalises actions)")
 
     def _require(self, name: str, ok: bool, rule: str) -> None:
         "Raise a ConfigError naming the field if `ok` is false."

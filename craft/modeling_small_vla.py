@@ -15,6 +15,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
 from .configuration_small_vla import SmallVLAConfig
+from .processor_small_vla import make_small_vla_pre_post_processors
 from .project import readable_weights
 from .tokenizers import ActionTokenizerError, FastActionTokenizer
 from craft.vla import (
@@ -29,10 +30,22 @@ from craft.vla import (
 )
 
 # %% auto #0
-__all__ = ['ACTION_TOKENIZER_FILE', 'tokenized_chunks', 'SmallVLAPolicy']
+__all__ = ['ACTION_TOKENIZER_FILE', 'NO_TOKENIZERS', 'saved_tokenizers', 'tokenized_chunks', 'SmallVLAPolicy']
 
 # %% ../nbs/09_modeling_small_vla.ipynb #2ad3c3e7
 ACTION_TOKENIZER_FILE = "action_tokenizer.json"
+NO_TOKENIZERS = ("a SmallVLAPolicy needs the text and action tokenizers it was trained with, which come with a "
+                 "pretrained checkpoint: start from one, e.g. `lerobot-train --policy.path=models/teacher` (not "
+                 "--policy.type=small_vla) or SmallVLAPolicy.from_pretrained(folder); `dvc repro pretrain` makes "
+                 "models/teacher")
+
+def saved_tokenizers(folder: str | Path) -> tuple[PreTrainedTokenizerFast, FastActionTokenizer]:
+    "The text and action tokenizers that `SmallVLAPolicy.save_pretrained` wrote in `folder`."
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / ACTION_TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{folder} holds no saved small_vla policy (config.json or {ACTION_TOKENIZER_FILE} "
+                                "is missing); run `dvc repro pretrain` to make the teacher")
+    return PreTrainedTokenizerFast.from_pretrained(folder), FastActionTokenizer.load(folder / ACTION_TOKENIZER_FILE)
 
 def tokenized_chunks(config: SmallVLAConfig, chunks, states) -> np.ndarray:
     "What the action tokenizer encodes (N, T, D): the chunks (N, T, D), minus the states (N, D) if `relative_actions`."
@@ -44,8 +57,14 @@ class SmallVLAPolicy(PreTrainedPolicy):
     config_class = SmallVLAConfig
     name = "small_vla"
 
-    def __init__(self, config: SmallVLAConfig, text_tokenizer: PreTrainedTokenizerFast,
-                 action_tokenizer: FastActionTokenizer, **kwargs):
+    def __init__(self, config: SmallVLAConfig, text_tokenizer: PreTrainedTokenizerFast | None = None,
+                 action_tokenizer: FastActionTokenizer | None = None, **kwargs):
+        if text_tokenizer is None or action_tokenizer is None:     # LeRobot's factory passes none: the checkpoint's
+            if config.pretrained_path is None:
+                raise ValueError(NO_TOKENIZERS)
+            saved = saved_tokenizers(config.pretrained_path)
+            text_tokenizer = saved[0] if text_tokenizer is None else text_tokenizer
+            action_tokenizer = saved[1] if action_tokenizer is None else action_tokenizer
         super().__init__(config)
         config.validate_features()
         self.vla = SmallVLA(config.vla, text_tokenizer, action_tokenizer)
@@ -168,19 +187,18 @@ class SmallVLAPolicy(PreTrainedPolicy):
 
     # ---- LeRobot's pretrained format ---------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
-        "config.json and model.safetensors as LeRobot writes them, and both tokenizers."
+        "config.json and model.safetensors as LeRobot writes them, both tokenizers and LeRobot's processors."
         super()._save_pretrained(save_directory)
         self.vla.text_tokenizer.save_pretrained(save_directory)
         self.vla.action_tokenizer.save(Path(save_directory) / ACTION_TOKENIZER_FILE)
+        for pipeline in make_small_vla_pre_post_processors(self.config):
+            pipeline.save_pretrained(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path: str | Path, **kwargs) -> SmallVLAPolicy:
-        "The policy saved by `save_pretrained` in a local folder, in eval mode."
+        "The policy saved by `save_pretrained` in a local folder, with its tokenizers, in eval mode."
         folder = Path(pretrained_name_or_path)
-        if not (folder / "config.json").is_file() or not (folder / ACTION_TOKENIZER_FILE).is_file():
-            raise FileNotFoundError(f"{folder} holds no saved small_vla policy (config.json or {ACTION_TOKENIZER_FILE} "
-                                    "is missing); run `dvc repro pretrain` to make the teacher")
+        text_tokenizer, action_tokenizer = saved_tokenizers(folder)
         with readable_weights(folder / "model.safetensors"):
-            return super().from_pretrained(folder, text_tokenizer=PreTrainedTokenizerFast.from_pretrained(folder),
-                                           action_tokenizer=FastActionTokenizer.load(folder / ACTION_TOKENIZER_FILE),
+            return super().from_pretrained(folder, text_tokenizer=text_tokenizer, action_tokenizer=action_tokenizer,
                                            strict=True, **kwargs)
