@@ -41,7 +41,7 @@ repro: install  ## the default experiment, end to end: restore the raw data, run
 	$(MAKE) results
 
 results: install  ## rewrite the README's results blocks from metrics/eval.json and metrics/rollout.json
-	python -c "from craft.evaluate import write_results; write_results('README.md', 'metrics/eval.json')"
+	python -c "from craft.evaluate import write_results; write_results('README.md', 'metrics/eval.json', 'metrics/train')"
 	python -c "from craft.rollout import write_rollout_results as w; w('README.md', 'metrics/rollout.json')"
 
 grid: install  ## every method × seed of params.yaml `grid`, aggregated; about an hour on 2 cores; fills the README

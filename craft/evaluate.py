@@ -79,11 +79,11 @@ def training_cost(report: str | Path) -> dict | None:
     r = json.loads(report.read_text())
     return {"seconds": r["seconds"], "steps": r["steps"], "seconds_per_step": r["seconds"] / r["steps"]}
 
-def checkpoint_metrics(policy, tasks: dict, evaluate: dict, report: str | Path) -> dict:
-    "One checkpoint's held-out error on each task (`tasks`: name → frames) and its training cost."
+def checkpoint_metrics(policy, tasks: dict, evaluate: dict) -> dict:
+    "One checkpoint's held-out error on each task (`tasks`: name → frames)."
     decode = evaluate.get("decode_actions", True)
-    return {**{name: task_metrics(policy, frames, evaluate["frame_every"], evaluate["batch_size"], decode)
-               for name, frames in tasks.items()}, "training": training_cost(report)}
+    return {name: task_metrics(policy, frames, evaluate["frame_every"], evaluate["batch_size"], decode)
+            for name, frames in tasks.items()}
 
 def eval_entry(mcq: dict, held_out: dict) -> dict:
     "One checkpoint's entry of an eval report: its row of `retention_table` and its `checkpoint_metrics`."
@@ -164,15 +164,16 @@ def actions_markdown(checkpoints: dict) -> list[str]:
                      f"{m['action_mse_first_step']:.4f} | {m['hold_state_mse']:.4f} | {m['train_mean_mse']:.4f} |")
     return lines
 
-def results_markdown(results: dict) -> str:
-    "The headline tables of an eval.json."
-    checkpoints = results["checkpoints"]
+def results_markdown(results: dict, costs: dict | None = None) -> str:
+    "The headline tables of an eval.json; `costs`: each fine-tuned checkpoint's `training_cost`."
+    checkpoints, costs = results["checkpoints"], costs or {}
     lines = ["| checkpoint | MCQ acc [95% CI] | MCQ acc, shuffled images | MCQ acc_norm | retention | "
              "Δ acc vs teacher [95% CI] | old-task token loss | new-task token loss | train s/step |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, c in checkpoints.items():
         overall, diff = c["mcq"]["overall"], c["vs_teacher"]
-        step = f"{c['training']['seconds_per_step']:.3f}" if c.get("training") else "—"
+        cost = costs.get(name) or c.get("training")
+        step = f"{cost['seconds_per_step']:.3f}" if cost else "—"
         floor = f"{c['mcq_shuffled_images']['overall']['acc']:.3f}" if "mcq_shuffled_images" in c else "—"
         lines.append(f"| {name} | {_ci(overall, 'acc')} | {floor} | {overall['acc_norm']:.3f} | {c['retention']:.3f} | "
                      f"{diff['diff']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] | "
@@ -189,6 +190,9 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {f} (n = {first['n']}) | {first['chance']:.3f} | {text} | {cells} |")
     return "\n".join(lines)
 
-def write_results(readme: str | Path, eval_json: str | Path) -> Path:
-    "Replace the README's results block with the tables of `eval_json`."
-    return fill_block(readme, "results", results_markdown(json.loads(Path(eval_json).read_text())))
+def write_results(readme: str | Path, eval_json: str | Path, train_reports: str | Path | None = None) -> Path:
+    "Replace the README's results block with the tables of `eval_json`; training costs from `train_reports/NAME.json`."
+    results = json.loads(Path(eval_json).read_text())
+    costs = {name: training_cost(Path(train_reports) / f"{name}.json") for name in results["checkpoints"]
+             } if train_reports else {}
+    return fill_block(readme, "results", results_markdown(results, costs))

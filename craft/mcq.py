@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import McqRecord
 

@@ -14,7 +14,7 @@ import torch
 from lerobot.datasets.utils import dataset_to_policy_features
 from lerobot.datasets.video_utils import decode_video_frames
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import check_range, check_types, from_section, save_config
 from .configuration_small_vla import SmallVLAConfig

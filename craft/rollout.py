@@ -23,7 +23,7 @@ from dm_control.rl import control
 from gym_aloha.constants import ASSETS_DIR, DT, START_ARM_POSE
 from gym_aloha.tasks.sim import InsertionTask, TransferCubeTask
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import IMAGE_KEY, load_dataset
 from .evaluate import fill_block

@@ -320,7 +320,7 @@ def collect(task: str, n_episodes: int, first_seed: int = 0, frame_every: int = 
     "The first `n_episodes` successes of `task` over seeds `first_seed`, `first_seed + 1`, …, and every attempt."
     from multiprocessing import get_context
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     max_attempts = max_attempts or 3 * n_episodes
     kept, attempts = [], []

@@ -17,20 +17,22 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from .anchor_cache import SeededCycle, token_targets
+from .anchor_cache import SeededCycle, teacher_fingerprint, token_targets
 from .config import ConfigError, CraftConfig, check_range, check_types, from_section
 from .grad_surgery import surgery_merge_granular_, surgery_summary
 from .primal_dual import PrimalDual
-from .project import readable_weights
+from .project import live_logger, readable_weights
 from .retention import anchor_features, hidden_retention_loss, token_retention_loss
+from .stage import partial_path, replace_whole
 
 # %% auto #0
-__all__ = ['METHOD_SECTIONS', 'HISTORY_FIELDS', 'METRIC_NAMES', 'TrainConfig', 'method_configs', 'retention_loss', 'l2_init_',
-           'RunState', 'update_step', 'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader', 'task_loader',
-           'save_checkpoint', 'load_checkpoint', 'prune_checkpoints', 'log_line', 'optimizer_and_scheduler',
-           'fine_tune']
+__all__ = ['METHOD_SECTIONS', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs', 'method_record',
+           'write_method_configs', 'read_method_config', 'retention_loss', 'l2_init_', 'RunState', 'update_step',
+           'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader', 'task_loader', 'save_checkpoint',
+           'load_checkpoint', 'prune_checkpoints', 'log_line', 'optimizer_and_scheduler', 'fine_tune', 'run_signature',
+           'newest_checkpoint', 'resume_point', 'fine_tune_run']
 
 # %% ../nbs/14_train.ipynb #28f054a0
 @dataclass(frozen=True)
@@ -82,8 +84,40 @@ def method_configs(method: str, methods: dict, craft: dict, train: dict,
                               + ", ".join(METHOD_SECTIONS), f"methods.{method}")
     from_section(CraftConfig, craft, "craft"), from_section(TrainConfig, train, "train")   # errors name what you wrote
     train = {**train, **changes.get("train", {}), **({} if seed is None else {"seed": seed})}
-    return (from_section(CraftConfig, {**craft, **changes.get("craft", {})}, f"methods.{method}.craft"),
-            from_section(TrainConfig, train, f"methods.{method}.train"))
+    return (_merged(CraftConfig, craft, changes.get("craft", {}), "craft", method),
+            _merged(TrainConfig, train, changes.get("train", {}), "train", method))
+
+def _merged(cls, section: dict, changes: dict, name: str, method: str):
+    "`cls` from `section` updated by the method's `changes`; an error names where the offending key was written."
+    try:
+        return from_section(cls, {**section, **changes}, name)
+    except ConfigError as e:
+        if e.field in changes:
+            raise e.within(f"methods.{method}.{name}") from None
+        raise
+
+def method_record(craft: CraftConfig, train: TrainConfig) -> dict:
+    "What a method's run reads: its `train` configuration, and its `craft` one only when CRaFT is on."
+    return {"craft": dataclasses.asdict(craft) if craft.enabled else {"enabled": False},
+            "train": dataclasses.asdict(train)}
+
+def write_method_configs(folder: str | Path, names: list[str], methods: dict, craft: dict, train: dict) -> list[Path]:
+    "Validate each method of `names` and write its record to `folder/<name>.json` (what its train stage reads)."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = {name: method_record(*method_configs(name, methods, craft, train)) for name in names}
+    for stale in set(folder.glob("*.json")) - {folder / f"{name}.json" for name in names}:
+        stale.unlink()
+    for name, record in records.items():
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return [folder / f"{name}.json" for name in names]
+
+def read_method_config(path: str | Path, seed: int | None = None) -> tuple[CraftConfig, TrainConfig]:
+    "The configurations of a record written by `write_method_configs`, `seed` replacing train's."
+    record = json.loads(Path(path).read_text())
+    train = {**record["train"], **({} if seed is None else {"seed": seed})}
+    return (from_section(CraftConfig, record["craft"], f"{path}: craft"),
+            from_section(TrainConfig, train, f"{path}: train"))
 
 # %% ../nbs/14_train.ipynb #ed5616a5
 def _world() -> int:
@@ -181,7 +215,8 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
         state.skipped += 1
     optimizer.zero_grad(set_to_none=True)
     return {"step": step, "loss": global_loss, "grad_norm": grad_norm, "lr": lr,
-            "retention_loss": state.retention_loss, "lambda": state.dual.lam, "epsilon": state.dual.epsilon(step),
+            "retention_loss": state.retention_loss, "lambda": state.dual.lam if craft.enabled else math.nan,
+            "epsilon": state.dual.epsilon(step) if craft.enabled else math.nan,
             "conflict": state.conflict, "cos": state.cos, "skipped": state.skipped, "l2_init": penalty,
             "retained": ok and retained is not None, "step_seconds": time.perf_counter() - start}
 
@@ -243,7 +278,7 @@ def task_loader(new, old, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)):
 HISTORY_FIELDS = ("step", "lambda", "epsilon", "retention_loss", "cos", "conflict")
 
 def save_checkpoint(folder: str | Path, policy, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig,
-                    state: RunState, loaders: dict, step: int, history: list[dict]) -> Path:
+                    state: RunState, loaders: dict, step: int, history: list[dict], rows: list[dict] = ()) -> Path:
     "Write a complete checkpoint to `folder`, atomically (temporary folder, then rename)."
     folder = Path(folder)
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
@@ -255,7 +290,8 @@ def save_checkpoint(folder: str | Path, policy, optimizer, scheduler, cfg: Train
                                                        "craft": dataclasses.asdict(craft)}, indent=2) + "\n")
     torch.save({"step": step, "dual": state.dual.state_dict(), "skipped": state.skipped,
                 "last": [state.retention_loss, state.conflict, state.cos], "rng": torch.get_rng_state(),
-                "loaders": {name: loader.state_dict() for name, loader in loaders.items()}}, tmp / "craft_state.pt")
+                "loaders": {name: loader.state_dict() for name, loader in loaders.items()}, "rows": list(rows)},
+               tmp / "craft_state.pt")
     with open(tmp / "lambda_history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, HISTORY_FIELDS)
         writer.writeheader()
@@ -267,8 +303,8 @@ def save_checkpoint(folder: str | Path, policy, optimizer, scheduler, cfg: Train
     return folder
 
 def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: RunState,
-                    loaders: dict) -> tuple[int, list]:
-    "Restore a checkpoint into live objects; returns its step and λ history."
+                    loaders: dict) -> tuple[int, list, list]:
+    "Restore a checkpoint into live objects; returns its step, λ history and logged rows."
     from safetensors.torch import load_model
 
     folder = Path(folder)
@@ -288,7 +324,7 @@ def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: Run
         loader.load_state_dict(saved["loaders"][name])
     with open(folder / "lambda_history.csv", newline="") as f:
         history = [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return saved["step"], history
+    return saved["step"], history, saved["rows"]
 
 def prune_checkpoints(out: str | Path, keep_last: int) -> None:
     "Delete all but the newest `keep_last` step_NNNNNN/ checkpoints."
@@ -329,7 +365,9 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
     torch.manual_seed(cfg.seed)
     first, history, rows = 0, [], []
     if resume is not None:
-        first, history = load_checkpoint(resume, policy, optimizer, scheduler, state, loaders)
+        first, history, rows = load_checkpoint(resume, policy, optimizer, scheduler, state, loaders)
+        for row in rows if main and log else ():       # the curves up to the checkpoint, as they were logged
+            log(row)
     last = min(steps or cfg.steps, cfg.steps)
     for step in tqdm(range(first + 1, last + 1), initial=first, total=last, desc="fine-tune",
                      disable=not progress or not main):
@@ -344,6 +382,54 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
                     log(row)
         if main and (step % cfg.save_freq == 0 or step == cfg.steps):
             name = "final" if step == cfg.steps else f"step_{step:06d}"
-            save_checkpoint(out / name, policy, optimizer, scheduler, cfg, craft, state, loaders, step, history)
+            save_checkpoint(out / name, policy, optimizer, scheduler, cfg, craft, state, loaders, step, history, rows)
             prune_checkpoints(out, cfg.keep_last)
+    return rows
+
+# %% ../nbs/14_train.ipynb #194a0a94
+RUN_FILE = "run.json"
+
+def run_signature(cfg: TrainConfig, craft: CraftConfig, teacher_dir: str | Path, datasets: list[str]) -> dict:
+    "What a partial run must share with this one to be continued: configurations, teacher, datasets."
+    return json.loads(json.dumps({"train": dataclasses.asdict(cfg), "craft": dataclasses.asdict(craft),
+                                  "teacher": teacher_fingerprint(teacher_dir), "datasets": sorted(datasets)}))
+
+def newest_checkpoint(folder: str | Path) -> Path | None:
+    "The newest complete checkpoint in `folder` (final/, else the last step_NNNNNN/), or None."
+    done = [p for p in [*sorted(Path(folder).glob("step_[0-9]*[0-9]")), Path(folder) / "final"]
+            if (p / "craft_state.pt").is_file()]
+    return done[-1] if done else None
+
+def resume_point(partial: str | Path, signature: dict) -> Path | None:
+    "The checkpoint an interrupted run of the same `signature` reached in `partial`, or None (start anew)."
+    run = Path(partial) / RUN_FILE
+    if run.is_file() and json.loads(run.read_text()) == signature:
+        return newest_checkpoint(partial)
+    return None
+
+def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, model_dir: str | Path,
+                  live_dir: str | Path, signature: dict, progress: bool = True) -> list[dict]:
+    "`fine_tune` resumable and replaced whole: into `model_dir.partial`, then over `model_dir`; curves likewise."
+    from dvclive import Live
+
+    partial, live_partial, main = partial_path(model_dir), partial_path(live_dir), tasks.rank == 0
+    resume = resume_point(partial, signature)
+    if main and resume is None:
+        if partial.exists():
+            print(f"{partial} holds a run of other settings or no checkpoint yet: starting over")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        (partial / RUN_FILE).write_text(json.dumps(signature, indent=2) + "\n")
+    elif main:
+        print(f"resuming the interrupted run from {resume}")
+    if _world() > 1:
+        dist.barrier()
+    if not main:
+        return fine_tune(policy, tasks, anchors, cfg, craft, partial, resume=resume, progress=False)
+    shutil.rmtree(live_partial, ignore_errors=True)
+    with Live(dir=str(live_partial), dvcyaml=None, save_dvc_exp=False) as live:
+        rows = fine_tune(policy, tasks, anchors, cfg, craft, partial, log=live_logger(live, names=METRIC_NAMES),
+                         resume=resume, progress=progress)
+    replace_whole(live_partial, live_dir)
+    replace_whole(partial, model_dir)
     return rows

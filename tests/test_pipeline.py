@@ -1,11 +1,21 @@
 """The DVC pipeline, run for real (dvc → papermill → craft) on a temporary copy under tiny parameters."""
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import time
 
 import nbformat
 import pytest
+import torch
 import yaml
-from conftest import NOT_STAGES, ROOT, TINY, run
+from conftest import BIN, NOT_STAGES, ROOT, TINY, run
+
+# What a user produced, which a failed or killed stage must leave as it was.
+KEPT = ["plots/constraint_preview.png", "models/craft/final/model.safetensors", "metrics/train/craft.json",
+        "dvclive/train/craft/plots/metrics/train/loss.tsv", "metrics/eval.json"]
 
 
 def stages(dvcfile: str = "dvc.yaml") -> dict:
@@ -56,9 +66,58 @@ def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path, section,
     params = yaml.safe_load((bad / "params.yaml").read_text())
     params[section][key] = value
     (bad / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    kept = {path: (bad / path).read_bytes() for path in KEPT}
     result = run(["dvc", "repro"], bad, check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("stage ")]
+    assert len(failures) == 1 and " failed: ConfigError: " in failures[0] and message in failures[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr       # the traceback stays in the executed notebook
+    assert "Passed unknown parameter" not in result.stderr and "without encryption" not in result.stderr
+    assert {path: (bad / path).read_bytes() for path in KEPT} == kept   # a failed stage destroys nothing
+
+
+def test_a_craft_knob_retrains_craft_only(repo, tmp_path):
+    changed = tmp_path / "changed"
+    shutil.copytree(repo, changed)
+    params = yaml.safe_load((changed / "params.yaml").read_text())
+    params["craft"]["lambda_lr"] = 0.25
+    (changed / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    baseline = (changed / "models" / "baseline" / "final" / "model.safetensors").read_bytes()
+    out = run(["dvc", "repro", "train@baseline", "train@craft"], changed).stdout
+    assert "Stage 'train@baseline' didn't change, skipping" in out and "Running stage 'train@craft'" in out, out
+    assert (changed / "models" / "baseline" / "final" / "model.safetensors").read_bytes() == baseline
+    run_json = json.loads((changed / "models" / "craft" / "run.json").read_text())
+    assert run_json["craft"]["lambda_lr"] == 0.25
+
+
+def test_a_killed_training_resumes_when_the_pipeline_runs_again(repo, tmp_path):
+    killed = tmp_path / "killed"
+    shutil.copytree(repo, killed)
+    params = yaml.safe_load((killed / "params.yaml").read_text())
+    params["train"].update(steps=300, save_freq=10, log_freq=10, keep_last=1)
+    (killed / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    kept = {path: (killed / path).read_bytes() for path in KEPT if "preview" not in path}   # preview completes
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    partial = killed / "models" / "craft.partial"
+    with subprocess.Popen(["dvc", "repro", "train@craft"], cwd=killed, env=env, start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
+        deadline = time.time() + 600
+        while not (partial / "step_000020" / "craft_state.pt").exists() and first.poll() is None:
+            assert time.time() < deadline, "the training never reached step 20"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)                            # kill -9 the whole run mid-training
+    assert first.returncode != 0, "the run ended before it could be killed: give it more steps"
+    assert {path: (killed / path).read_bytes() for path in kept} == kept   # the previous results are whole
+    second = run(["dvc", "repro", "train@craft"], killed)
+    resumed = re.search(r"resuming the interrupted run from \S*step_(\d+)", second.stdout + second.stderr)
+    assert resumed and int(resumed[1]) >= 20, second.stdout + second.stderr
+    assert not partial.exists()
+    state = torch.load(killed / "models" / "craft" / "final" / "craft_state.pt", weights_only=True)
+    assert state["step"] == 300
+    steps = [int(line.split("\t")[0]) for line in (killed / "dvclive" / "train" / "craft" / "plots" / "metrics" /
+                                                     "train" / "loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(10, 301, 10))                           # every logged step once: the curve continues
 
 
 def test_dvc_plots_render_offline(repo):
