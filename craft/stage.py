@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['KERNEL_ARGUMENTS', 'PROGRESS_SECONDS', 'StageError', 'declared_parameters', 'stage_parameters', 'failure_line',
-           'run_stage', 'parse_arguments', 'main', 'partial_path', 'replace_whole', 'replacing']
+__all__ = ['KERNEL_ARGUMENTS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'StageError', 'declared_parameters', 'stage_parameters',
+           'failure_line', 'run_stage', 'parse_arguments', 'main', 'partial_path', 'replace_whole', 'replacing']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -45,6 +45,8 @@ def stage_parameters(notebook: str | Path, params_file: str | Path | None, overr
 # %% ../nbs/24_stage.ipynb #79a88f4d
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]   # no start-up warnings from the kernel
 PROGRESS_SECONDS = "3"                                  # tqdm refreshes at most this often in a stage
+# Upstream deprecations that ask nothing of our users (LeRobot imports torchvision's video module; we decode with PyAV).
+QUIET_WARNINGS = "ignore:The video decoding and encoding capabilities of torchvision are deprecated:UserWarning"
 
 def failure_line(stage: str, output: str | Path, error: Exception) -> str:
     "One line: the stage, the exception's type and message, where the traceback is."
@@ -61,6 +63,7 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, stage:
     stage = stage or Path(output).stem
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_MININTERVAL", PROGRESS_SECONDS)
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     logging.getLogger("papermill").setLevel(logging.ERROR)
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
