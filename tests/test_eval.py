@@ -10,7 +10,7 @@ def test_eval_compares_every_checkpoint(repo):
     results = json.loads((repo / "metrics" / "eval.json").read_text())["checkpoints"]
     assert list(results) == ["teacher", "baseline", "craft"]
     assert results["teacher"]["retention"] == 1.0 and results["teacher"]["vs_teacher"]["diff"] == 0.0
-    assert results["teacher"]["training"] is None and results["craft"]["training"]["steps"] > 0
+    assert "training" not in results["craft"]                # timings live in metrics/train, read by `make results`
     for c in results.values():
         overall = c["mcq"]["overall"]
         assert overall["acc_ci"][0] <= overall["acc"] <= overall["acc_ci"][1]
@@ -29,7 +29,8 @@ def test_rollout_runs_every_checkpoint_in_the_simulator(repo):
         for r in tasks.values():
             assert r["n"] == 1 and r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
             assert r["seeds"][0] >= 1_000_000                  # held-out scenes, never recorded
-            frames = iio.imread(r["videos"][0], plugin="pyav")   # 80 decisions, as recorded at 10 fps
+            assert r["videos"][0].startswith("outputs/rollouts/")   # where it lies, relative to the repository
+            frames = iio.imread(repo / r["videos"][0], plugin="pyav")   # 80 decisions, as recorded at 10 fps
             assert frames.shape == (80, 120, 160, 3)
     assert (repo / "plots" / "rollouts.png").stat().st_size > 0
 

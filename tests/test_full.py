@@ -61,7 +61,7 @@ def full(tmp_path_factory):
 def test_full_pipeline_runs_every_stage_with_pi0_fast(full):
     repo, _ = full
     locked = yaml.safe_load((repo / "full" / "dvc.lock").read_text())["stages"]
-    assert sorted(locked) == ["cache", "eval", "plots", "teacher", "train@baseline", "train@craft"]
+    assert sorted(locked) == ["cache", "eval", "plots", "preview", "teacher", "train@baseline", "train@craft"]
     teacher = json.loads((repo / "full" / "models" / "teacher" / "config.json").read_text())
     assert teacher["type"] == "pi0_fast"
     report = json.loads((repo / "full" / "metrics" / "teacher.json").read_text())
