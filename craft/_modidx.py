@@ -428,6 +428,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'craft.sim.scene_facts': ('sim.html#scene_facts', 'craft/sim.py'),
                            'craft.sim.scene_questions': ('sim.html#scene_questions', 'craft/sim.py')},
             'craft.stage': { 'craft.stage.StageError': ('stage.html#stageerror', 'craft/stage.py'),
+                             'craft.stage._remove': ('stage.html#_remove', 'craft/stage.py'),
                              'craft.stage.declared_parameters': ('stage.html#declared_parameters', 'craft/stage.py'),
                              'craft.stage.failure_line': ('stage.html#failure_line', 'craft/stage.py'),
                              'craft.stage.main': ('stage.html#main', 'craft/stage.py'),

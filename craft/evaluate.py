@@ -172,8 +172,7 @@ def results_markdown(results: dict, costs: dict | None = None) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, c in checkpoints.items():
         overall, diff = c["mcq"]["overall"], c["vs_teacher"]
-        cost = costs.get(name) or c.get("training")
-        step = f"{cost['seconds_per_step']:.3f}" if cost else "—"
+        step = f"{costs[name]['seconds_per_step']:.3f}" if costs.get(name) else "—"
         floor = f"{c['mcq_shuffled_images']['overall']['acc']:.3f}" if "mcq_shuffled_images" in c else "—"
         lines.append(f"| {name} | {_ci(overall, 'acc')} | {floor} | {overall['acc_norm']:.3f} | {c['retention']:.3f} | "
                      f"{diff['diff']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] | "

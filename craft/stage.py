@@ -39,7 +39,7 @@ def stage_parameters(notebook: str | Path, params_file: str | Path | None, overr
     if unknown:
         raise StageError(f"{notebook} declares no parameter {', '.join(unknown)} (it declares "
                          f"{', '.join(declared)}): fix the -p options of the stage's command")
-    params = yaml.safe_load(Path(params_file).read_text()) or {} if params_file else {}
+    params = (yaml.safe_load(Path(params_file).read_text()) or {}) if params_file else {}
     return {**{k: v for k, v in params.items() if k in declared}, **overrides}
 
 # %% ../nbs/24_stage.ipynb #79a88f4d
@@ -63,7 +63,8 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, stage:
     stage = stage or Path(output).stem
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TQDM_MININTERVAL", PROGRESS_SECONDS)
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
+    if QUIET_WARNINGS not in os.environ.get("PYTHONWARNINGS", ""):           # the kernel inherits the filter
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     logging.getLogger("papermill").setLevel(logging.ERROR)
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
@@ -111,15 +112,22 @@ def partial_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".partial")
 
+def _remove(path: Path) -> None:
+    "Delete the file or folder `path`, if there is one."
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
 def replace_whole(new: str | Path, path: str | Path) -> Path:
     "Move `new` (a file or folder) over `path`; the previous `path` is removed after the move."
     new, path = Path(new), Path(path)
     old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    _remove(old)
     if path.exists():
         path.rename(old)
     new.rename(path)
-    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    _remove(old)
     return path
 
 @contextlib.contextmanager
@@ -127,7 +135,7 @@ def replacing(path: str | Path, folder: bool = True, keep: bool = False):
     "Yield `path.partial` (an empty folder, or a file path); on success it replaces `path` whole."
     path, new = Path(path), partial_path(path)
     if not keep:
-        shutil.rmtree(new, ignore_errors=True) if new.is_dir() else new.unlink(missing_ok=True)
+        _remove(new)
     new.parent.mkdir(parents=True, exist_ok=True)
     if folder:
         new.mkdir(exist_ok=True)
