@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['KERNEL_ARGUMENTS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'StageError', 'declared_parameters', 'stage_parameters',
-           'failure_line', 'run_stage', 'parse_arguments', 'main', 'partial_path', 'replace_whole', 'replacing']
+__all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'StageError', 'declared_parameters',
+           'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'main', 'partial_path', 'replace_whole',
+           'replacing']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -30,7 +31,10 @@ def declared_parameters(notebook: str | Path) -> list[str]:
 
     if not Path(notebook).is_file():
         raise StageError(f"no stage notebook {notebook}: check the stage's command in dvc.yaml")
-    return list(papermill.inspect_notebook(str(notebook)))
+    try:
+        return list(papermill.inspect_notebook(str(notebook)))
+    except ValueError as error:                  # no kernelspec in its metadata: papermill cannot read it
+        raise StageError(f"{notebook}: {error} Open and save it in JupyterLab with the Python 3 kernel.") from None
 
 def stage_parameters(notebook: str | Path, params_file: str | Path | None, overrides: dict) -> dict:
     "The `params_file` sections and `overrides` that `notebook` declares; an undeclared override is an error."
@@ -43,7 +47,10 @@ def stage_parameters(notebook: str | Path, params_file: str | Path | None, overr
     return {**{k: v for k, v in params.items() if k in declared}, **overrides}
 
 # %% ../nbs/24_stage.ipynb #79a88f4d
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]   # no start-up warnings from the kernel
+# No start-up warnings from the kernel, and none of the lines it prints to its own stderr under load
+# ("IOStream.flush timed out"); a cell's stderr still reaches the terminal (papermill forwards it).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR", "--IPKernelApp.no_stderr=True"]
+IOPUB_SECONDS = 60                                      # how long a loaded machine may take to deliver a cell's output
 PROGRESS_SECONDS = "3"                                  # tqdm refreshes at most this often in a stage
 # Upstream deprecations that ask nothing of our users (LeRobot imports torchvision's video module; we decode with PyAV).
 QUIET_WARNINGS = "ignore:The video decoding and encoding capabilities of torchvision are deprecated:UserWarning"
@@ -69,7 +76,8 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, stage:
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, stdout_file=stdout or sys.stdout,
-                                   stderr_file=stderr or sys.stderr, extra_arguments=KERNEL_ARGUMENTS)
+                                   stderr_file=stderr or sys.stderr, extra_arguments=KERNEL_ARGUMENTS,
+                                   iopub_timeout=IOPUB_SECONDS)
     except Exception as error:               # a failing cell, a dead kernel: one line, the notebook keeps the rest
         return failure_line(stage, output, error)
     return None
