@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export SVT_LOG := 1           # the AV1 encoder of the video datasets: errors only
 
-.PHONY: install test export-check nbtest pytest lint repro results grid bench lab
+.PHONY: install test export-check nbtest pytest lint repro results grid frontier bench lab
 
 install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
 
@@ -48,6 +48,11 @@ grid: install  ## every method × seed of params.yaml `grid`, aggregated; about 
 	dvc pull data.dvc
 	dvc repro grid/dvc.yaml
 	python -c "from craft.grid import write_grid_results; write_grid_results('README.md', 'grid/results.json')"
+
+frontier: install  ## matched-loss frontiers: every point of params.yaml `frontier` × seed; about 40 min on 2 cores; fills the README
+	dvc pull data.dvc
+	dvc repro frontier/dvc.yaml
+	python -c "from craft.frontier import write_frontier_results as w; w('README.md', 'frontier/results.json')"
 
 bench: install  ## performance benchmarks (not part of the tests)
 	python benchmarks/grad_surgery.py

@@ -5,13 +5,28 @@
 # %% ../nbs/23_frontier.ipynb #1d13e2ea
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import matplotlib
 import numpy as np
 import pandas as pd
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from .anchor_cache import AnchorLoader
+from .evaluate import fill_block, task_metrics
 from .grid import mean_ci
+from .mcq import choice_scores, predictions
+from .train import retention_loss
 
 # %% auto #0
-__all__ = ['matched_value', 'common_losses', 'matched_table', 'paired_difference']
+__all__ = ['POINT_KEYS', 'COORDINATES', 'matched_value', 'common_losses', 'matched_table', 'paired_difference',
+           'frontier_methods', 'checkpoint_names', 'anchor_loss', 'frontier_scores', 'dual_summary', 'frontier_runs',
+           'compare_families', 'point_table', 'frontier_results', 'frontier_figure', 'epsilon_figure',
+           'frontier_markdown', 'write_frontier_results']
 
 # %% ../nbs/23_frontier.ipynb #1f6e227f
 def matched_value(losses, values, target: float) -> float:
@@ -62,3 +77,205 @@ def paired_difference(table: pd.DataFrame, method: str, reference: str, value: s
         mean, low, high = mean_ci(diffs) if len(diffs) else (float("nan"), None, None)
         rows.append({"loss": target, "diff": mean, "low": low, "high": high, "seeds": len(diffs)})
     return pd.DataFrame(rows)
+
+# %% ../nbs/23_frontier.ipynb #acae54e37e7d407bbb7b55eff062a284
+POINT_KEYS = ("family", "knob", "checkpoints", "craft", "train")
+
+def frontier_methods(points: dict) -> dict:
+    "Each point's `craft`/`train` changes as a `methods` entry; a malformed point or a one-point family is refused."
+    families = {}
+    for name, point in points.items():
+        unknown = sorted(set(point) - set(POINT_KEYS))
+        if unknown:
+            raise ValueError(f"frontier.points.{name} has unknown key(s) {unknown}: a point has "
+                             f"{', '.join(POINT_KEYS)}")
+        if "family" not in point or "knob" not in point:
+            raise ValueError(f"frontier.points.{name} needs `family` (the method it sweeps) and `knob` (its value)")
+        families[point["family"]] = families.get(point["family"], 0) + max(len(point.get("checkpoints", [])), 1)
+    thin = sorted(f for f, n in families.items() if n < 2)
+    if thin:
+        raise ValueError(f"frontier family {', '.join(thin)} has a single point: a sweep needs two or more (add "
+                         f"points with other knob values, or list `checkpoints`)")
+    return {name: {k: point[k] for k in ("craft", "train") if k in point} for name, point in points.items()}
+
+def checkpoint_names(point: dict) -> list[str]:
+    "The checkpoints of a point's run that are scored: its listed steps (`step_NNNNNN`), else `final`."
+    return [f"step_{int(s):06d}" for s in point["checkpoints"]] if point.get("checkpoints") else ["final"]
+
+# %% ../nbs/23_frontier.ipynb #72eea5119410473aa328ad9291626812
+def anchor_loss(policy, cache, frames, craft, batch_size: int = 64) -> float:
+    "The retention loss over every anchor of `cache` once (batches of one shuffled pass), weighted by its units."
+    loader, total, units = AnchorLoader(cache, frames, batch_size, seed=0), 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(cache), batch_size):
+            loader.batch_size = min(batch_size, len(cache) - start)      # the last batch ends the pass exactly
+            loss, n = retention_loss(policy, *next(loader), craft)
+            total, units = total + float(loss) * n, units + n
+    return total / units
+
+def frontier_scores(policy, records: list, images: list, shuffled: list, new_task, evaluate: dict,
+                    anchors: tuple | None = None) -> dict:
+    "New-task loss, MCQ accuracy, its shuffled-image floor and the accuracy above it, L_ret over all anchors."
+    acc = float(predictions(records, choice_scores(policy, records, images))["acc"].mean())
+    floor = float(predictions(records, choice_scores(policy, records, shuffled))["acc"].mean())
+    loss = task_metrics(policy, new_task, evaluate["frame_every"], evaluate["batch_size"], decode=False)
+    out = {"new_token_loss": loss["action_token_loss"], "mcq_acc": acc, "floor_acc": floor, "above_floor": acc - floor}
+    return out | ({"anchor_loss": anchor_loss(policy, *anchors)} if anchors else {})
+
+# %% ../nbs/23_frontier.ipynb #7623eae2785240b9bd12b16a66d81610
+def dual_summary(dual: dict) -> dict:
+    "The final λ, its mean |Δλ| per update over the last quarter, and the logged L_ret there (NaN without a dual)."
+    lam, ret = np.asarray(dual.get("lambda", []), float), np.asarray(dual.get("retention_loss", []), float)
+    if len(lam) < 4:
+        return {"final_lambda": float("nan"), "lambda_drift": float("nan"), "late_logged_loss": float("nan")}
+    late = slice(len(lam) - len(lam) // 4, None)
+    return {"final_lambda": float(lam[-1]), "lambda_drift": float(np.abs(np.diff(lam[late])).mean()),
+            "late_logged_loss": float(np.nanmean(ret[late]))}
+
+def frontier_runs(metrics_dir: str | Path, points: dict, seeds: list[int]) -> pd.DataFrame:
+    "One row per scored checkpoint of every point × seed: family, point, knob, seed, checkpoint, step, scores, λ."
+    rows = []
+    for name, point in points.items():
+        for seed in seeds:
+            path = Path(metrics_dir) / f"{name}-{seed}.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run `make frontier` (dvc repro frontier/dvc.yaml)")
+            report = json.loads(path.read_text())
+            for checkpoint, scores in report["checkpoints"].items():
+                knob = scores["step"] if point.get("checkpoints") else point["knob"]
+                rows.append({"family": point["family"], "point": name, "knob": knob, "seed": seed,
+                             "checkpoint": checkpoint, **scores, **dual_summary(report["dual"])})
+    return pd.DataFrame(rows)
+
+def compare_families(runs: pd.DataFrame, reference: str, value: str = "above_floor", n: int = 3) -> dict:
+    "Each family − `reference` at `n` matched new-task losses of their shared range, paired across seeds."
+    sweeps, out = runs.rename(columns={"family": "method"}), {}
+    if reference not in set(sweeps["method"]):
+        raise KeyError(f"frontier.reference {reference!r} is not a family of frontier.points")
+    for family in dict.fromkeys(sweeps["method"]):
+        if family == reference:
+            continue
+        pair = sweeps[sweeps["method"].isin([family, reference])]
+        try:
+            targets = common_losses(pair, n, value=value)
+        except ValueError as error:
+            out[family] = {"rows": [], "note": str(error)}
+            continue
+        table = matched_table(pair, targets, value=value)
+        out[family] = {"rows": paired_difference(table, family, reference, value).to_dict("records"), "note": ""}
+    return out
+
+# %% ../nbs/23_frontier.ipynb #504fb2a444614c0babb325280ed9130a
+COORDINATES = ("new_token_loss", "mcq_acc", "floor_acc", "above_floor", "anchor_loss", "final_lambda", "lambda_drift")
+
+def _interval(values) -> dict:
+    "Mean and 95% across-seed interval of the finite `values` (None where there are none)."
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean, low, high = mean_ci(x)
+    return {"mean": mean, "low": low, "high": high, "n": len(x)}
+
+def point_table(runs: pd.DataFrame) -> list[dict]:
+    "Per family × point × knob: every coordinate's mean and interval across seeds, in order of appearance."
+    groups = runs.groupby(["family", "point", "knob"], sort=False)
+    return [{"family": f, "point": p, "knob": k, **{c: _interval(g[c]) for c in COORDINATES if c in g}}
+            for (f, p, k), g in groups]
+
+def frontier_results(runs: pd.DataFrame, teacher: dict, reference: str, epsilon_family: str, seeds: list[int]) -> dict:
+    "The frontier's README content: the teacher, the points, the family comparisons, the ε check."
+    points = point_table(runs)
+    return {"seeds": list(seeds), "reference": reference, "teacher": teacher, "points": points,
+            "comparisons": compare_families(runs, reference),
+            "epsilon": [p for p in points if p["family"] == epsilon_family]}
+
+def _errorbar(ax, rows: list[dict], x: str, y: str, **kw):
+    "Points at the means of `x` and `y`, with the across-seed intervals of `y` as error bars."
+    xs = [r[x]["mean"] for r in rows]
+    ys = [r[y]["mean"] for r in rows]
+    err = [[r[y]["mean"] - (r[y]["low"] if r[y]["low"] is not None else r[y]["mean"]) for r in rows],
+           [(r[y]["high"] if r[y]["high"] is not None else r[y]["mean"]) - r[y]["mean"] for r in rows]]
+    return ax.errorbar(xs, ys, yerr=err, capsize=3, marker="o", **kw)
+
+def frontier_figure(results: dict, path: str | Path) -> Path:
+    "Accuracy above the image floor against new-task loss: each family's points, ordered by loss."
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for family in dict.fromkeys(p["family"] for p in results["points"]):
+        rows = sorted((p for p in results["points"] if p["family"] == family),
+                      key=lambda p: p["new_token_loss"]["mean"])
+        _errorbar(ax, rows, "new_token_loss", "above_floor", label=family)
+    ax.axhline(results["teacher"]["above_floor"], color="k", ls=":", lw=1, label="teacher")
+    ax.set(xlabel="new-task held-out action-token loss (lower: learnt more)",
+           ylabel="MCQ accuracy − shuffled-image floor",
+           title=f"Matched-loss frontiers (mean ± 95% CI over {len(results['seeds'])} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+def epsilon_figure(results: dict, path: str | Path) -> Path:
+    "Achieved L_ret over all anchors and accuracy above the floor against constant ε, beside plain fine-tuning."
+    rows = sorted(results["epsilon"], key=lambda p: p["knob"])
+    if not rows:
+        raise ValueError("no points of frontier.epsilon_family: name the family that sweeps CRaFT's ε")
+    free = next(p for p in reversed(results["points"]) if p["family"] == results["reference"])
+    eps = [r["knob"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([0, max(eps)], [0, max(eps)], color="gray", ls="--", lw=1, label="L_ret = ε")
+    _errorbar(left, [{**r, "eps": {"mean": r["knob"]}} for r in rows], "eps", "anchor_loss", label="CRaFT")
+    left.axhline(free["anchor_loss"]["mean"], color="C3", ls=":", label=f"{results['reference']} (last point)")
+    left.set(xlabel="ε (constant)", ylabel="achieved L_ret, all anchors, final checkpoint", title="Does ε bound L_ret?")
+    left.legend(fontsize=8)
+    _errorbar(right, [{**r, "eps": {"mean": r["knob"]}} for r in rows], "eps", "above_floor", label="CRaFT")
+    right.axhline(free["above_floor"]["mean"], color="C3", ls=":", label=f"{results['reference']} (last point)")
+    right.axhline(results["teacher"]["above_floor"], color="k", ls=":", lw=1, label="teacher")
+    right.set(xlabel="ε (constant)", ylabel="MCQ accuracy − shuffled-image floor", title="Retention against ε")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+# %% ../nbs/23_frontier.ipynb #b43b363d81ae4b689946ece5c682cd59
+def _fmt(d: dict | None, digits: int = 3) -> str:
+    "mean [low, high] of an interval (or just the mean, or – where there is none)."
+    if not d or d["mean"] is None:
+        return "–"
+    if d["low"] is None:
+        return f"{d['mean']:.{digits}f}"
+    return f"{d['mean']:.{digits}f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+
+def frontier_markdown(results: dict) -> str:
+    "The README's frontier block: the ε check, the family comparisons at matched loss, every point."
+    t, n = results["teacher"], len(results["seeds"])
+    lines = [f"Across {n} seeds (mean [95% CI across seeds]); teacher: MCQ {t['mcq_acc']:.3f}, shuffled-image "
+             f"floor {t['floor_acc']:.3f}, above the floor {t['above_floor']:.3f}, new-task loss "
+             f"{t['new_token_loss']:.3f}.", "",
+             "**Does ε control retention?** CRaFT at constant ε, final checkpoints:", "",
+             "| ε | achieved L_ret (all anchors) | final λ | λ drift per update (last quarter) | above floor | "
+             "new-task loss |", "|---|---|---|---|---|---|"]
+    for p in sorted(results["epsilon"], key=lambda p: p["knob"]):
+        keys = ("anchor_loss", "final_lambda", "lambda_drift", "above_floor", "new_token_loss")
+        cells = [_fmt(p.get(k)) for k in keys]
+        lines.append(f"| {p['knob']} | " + " | ".join(cells) + " |")
+    lines += ["", f"**At matched new-task loss**, accuracy above the floor minus {results['reference']}'s, paired by "
+              "seed:", "", "| family | new-task loss | difference | seeds |", "|---|---|---|---|"]
+    for family, c in results["comparisons"].items():
+        if not c["rows"]:
+            lines.append(f"| {family} | – | {c['note']} | – |")
+        for r in c["rows"]:
+            diff = {"mean": r["diff"], "low": r["low"], "high": r["high"]}
+            lines.append(f"| {family} | {r['loss']:.3f} | {_fmt(diff)} | {r['seeds']} |")
+    lines += ["", "Every point (final checkpoint, or the listed steps):", "",
+              "| family | point | knob | new-task loss | MCQ acc | floor | above floor | L_ret (all anchors) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for p in results["points"]:
+        cells = [_fmt(p.get(k)) for k in ("new_token_loss", "mcq_acc", "floor_acc", "above_floor", "anchor_loss")]
+        lines.append(f"| {p['family']} | {p['point']} | {p['knob']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+def write_frontier_results(readme: str | Path, results_json: str | Path) -> Path:
+    "Fill the README's `frontier` block from `frontier/results.json`."
+    return fill_block(readme, "frontier", frontier_markdown(json.loads(Path(results_json).read_text())))
