@@ -19,12 +19,12 @@ KEPT = ["plots/constraint_preview.png", "models/craft/final/model.safetensors", 
 
 
 def stages(dvcfile: str = "dvc.yaml") -> dict:
-    "The stages of a dvc.yaml file: the default experiment's, or the grid's (grid/dvc.yaml)."
+    "The stages of a dvc.yaml file: the default experiment's, or another pipeline's (grid/, full/, frontier/)."
     return yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
 
 
 def test_every_pipeline_notebook_is_a_stage():
-    every = [*stages().values(), *stages("grid/dvc.yaml").values(), *stages("full/dvc.yaml").values()]
+    every = [s for f in ("dvc.yaml", "grid/dvc.yaml", "full/dvc.yaml", "frontier/dvc.yaml") for s in stages(f).values()]
     commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in every)
     notebooks = sorted(p.name for p in (ROOT / "nbs" / "pipeline").glob("*.ipynb") if p.name not in NOT_STAGES)
     assert notebooks, "nbs/pipeline holds no stage notebook"
