@@ -190,9 +190,8 @@ def frontier_results(runs: pd.DataFrame, teacher: dict, reference: str, epsilon_
             "comparisons": compare_families(runs, reference),
             "epsilon": [p for p in points if p["family"] == epsilon_family]}
 
-def _errorbar(ax, rows: list[dict], x: str, y: str, **kw):
-    "Points at the means of `x` and `y`, with the across-seed intervals of `y` as error bars."
-    xs = [r[x]["mean"] for r in rows]
+def _errorbar(ax, xs: list[float], rows: list[dict], y: str, **kw):
+    "Points at `xs` and the means of `y`, with the across-seed intervals of `y` as error bars."
     ys = [r[y]["mean"] for r in rows]
     err = [[r[y]["mean"] - (r[y]["low"] if r[y]["low"] is not None else r[y]["mean"]) for r in rows],
            [(r[y]["high"] if r[y]["high"] is not None else r[y]["mean"]) - r[y]["mean"] for r in rows]]
@@ -204,7 +203,7 @@ def frontier_figure(results: dict, path: str | Path) -> Path:
     for family in dict.fromkeys(p["family"] for p in results["points"]):
         rows = sorted((p for p in results["points"] if p["family"] == family),
                       key=lambda p: p["new_token_loss"]["mean"])
-        _errorbar(ax, rows, "new_token_loss", "above_floor", label=family)
+        _errorbar(ax, [r["new_token_loss"]["mean"] for r in rows], rows, "above_floor", label=family)
     ax.axhline(results["teacher"]["above_floor"], color="k", ls=":", lw=1, label="teacher")
     ax.set(xlabel="new-task held-out action-token loss (lower: learnt more)",
            ylabel="MCQ accuracy − shuffled-image floor",
@@ -224,11 +223,11 @@ def epsilon_figure(results: dict, path: str | Path) -> Path:
     eps = [r["knob"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot([0, max(eps)], [0, max(eps)], color="gray", ls="--", lw=1, label="L_ret = ε")
-    _errorbar(left, [{**r, "eps": {"mean": r["knob"]}} for r in rows], "eps", "anchor_loss", label="CRaFT")
+    _errorbar(left, eps, rows, "anchor_loss", label="CRaFT")
     left.axhline(free["anchor_loss"]["mean"], color="C3", ls=":", label=f"{results['reference']} (last point)")
     left.set(xlabel="ε (constant)", ylabel="achieved L_ret, all anchors, final checkpoint", title="Does ε bound L_ret?")
     left.legend(fontsize=8)
-    _errorbar(right, [{**r, "eps": {"mean": r["knob"]}} for r in rows], "eps", "above_floor", label="CRaFT")
+    _errorbar(right, eps, rows, "above_floor", label="CRaFT")
     right.axhline(free["above_floor"]["mean"], color="C3", ls=":", label=f"{results['reference']} (last point)")
     right.axhline(results["teacher"]["above_floor"], color="k", ls=":", lw=1, label="teacher")
     right.set(xlabel="ε (constant)", ylabel="MCQ accuracy − shuffled-image floor", title="Retention against ε")
