@@ -364,12 +364,14 @@ _TEMPLATES = {
     "phase": ("What is happening in this scene?", "Which step of the task is the robot at?"),
 }
 
-def _question(family: str, answer: str, choices: list[str], rng: np.random.Generator, **slots) -> dict:
-    "A question of `family` with its choices shuffled and the answer's index."
+def _question(family: str, answer: str, choices: list[str], rng: np.random.Generator, subject: str = "",
+              **slots) -> dict:
+    "A question of `family` about `subject` (arm, object or task), its choices shuffled, and the answer's index."
     order = rng.permutation(len(choices))
     shuffled = [choices[i] for i in order]
     text = _TEMPLATES[family][rng.integers(2)].format(**slots)
-    return {"family": family, "question": text, "choices": shuffled, "answer": shuffled.index(answer)}
+    return {"family": family, "subject": subject, "question": text, "choices": shuffled,
+            "answer": shuffled.index(answer)}
 
 def scene_questions(facts: dict, rng: np.random.Generator) -> list[dict]:
     "Every unambiguous question the scene facts of one frame support."
@@ -377,36 +379,37 @@ def scene_questions(facts: dict, rng: np.random.Generator) -> list[dict]:
     out = [_question("task", TASK_NAMES[task], list(TASK_NAMES.values()), rng)]
     for arm, opening in facts["gripper_open"].items():
         if opening > 0.7 or opening < 0.3:
-            out.append(_question("gripper", "yes" if opening > 0.7 else "no", ["yes", "no"], rng, arm=arm))
+            out.append(_question("gripper", "yes" if opening > 0.7 else "no", ["yes", "no"], rng, arm, arm=arm))
     for name, obj in facts["objects"].items():
         height = obj["xyz"][2] - _REST_Z[name]
         if abs(height - LIFT_HEIGHT) > 0.01:
             answer = "yes" if obj["lifted"] else "no"
-            out.append(_question("lifted", answer, ["yes", "no"], rng, obj=OBJECT_NAMES[name]))
+            out.append(_question("lifted", answer, ["yes", "no"], rng, name, obj=OBJECT_NAMES[name]))
         holder = HOLDERS.get(tuple(obj["held_by"]))
         if holder:
-            out.append(_question("holder", holder, list(HOLDERS.values()), rng, obj=OBJECT_NAMES[name]))
+            out.append(_question("holder", holder, list(HOLDERS.values()), rng, name, obj=OBJECT_NAMES[name]))
         if abs(obj["xyz"][0]) > 0.02:
             out.append(_question("side", "left" if obj["xyz"][0] < 0 else "right", ["left", "right"], rng,
-                                 obj=OBJECT_NAMES[name]))
+                                 name, obj=OBJECT_NAMES[name]))
     phases = PHASE_TEXT[task]
     others = [t for p, t in phases.items() if p != facts["phase"]]
     distractors = list(rng.choice(others, size=min(3, len(others)), replace=False))
-    out.append(_question("phase", phases[facts["phase"]], [phases[facts["phase"]], *distractors], rng))
+    out.append(_question("phase", phases[facts["phase"]], [phases[facts["phase"]], *distractors], rng, task))
     return out
 
 # %% ../nbs/04_sim.ipynb #929be725
-def balanced_questions(candidates: list[dict], per_answer: int, rng: np.random.Generator) -> list[dict]:
-    "Up to `per_answer` questions per (family, answer text), equal within a family, in a random order."
-    groups: dict[tuple[str, str], list[dict]] = {}
+def balanced_questions(candidates: list[dict], per_answer: int, rng: np.random.Generator) -> tuple[list[dict], dict]:
+    "Equal counts (≤ `per_answer`) of each answer per (family, subject), shuffled; one-answer subjects counted out."
+    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for q in candidates:
-        groups.setdefault((q["family"], q["choices"][q["answer"]]), []).append(q)
-    chosen = []
-    for family in FAMILIES:
-        answers = [g for (f, _), g in groups.items() if f == family]
-        if not answers:
+        groups.setdefault((q["family"], q["subject"]), {}).setdefault(q["choices"][q["answer"]], []).append(q)
+    chosen, left_out = [], {}
+    for (family, subject), answers in sorted(groups.items(), key=lambda kv: (FAMILIES.index(kv[0][0]), kv[0][1])):
+        if len(answers) == 1:
+            (answer, group), = answers.items()
+            left_out["/".join(filter(None, (family, subject)))] = {"answer": answer, "candidates": len(group)}
             continue
-        k = min(per_answer, *(len(g) for g in answers))
-        for group in answers:
+        k = min(per_answer, *(len(g) for g in answers.values()))
+        for group in answers.values():
             chosen += [group[i] for i in rng.choice(len(group), size=k, replace=False)]
-    return [chosen[i] for i in rng.permutation(len(chosen))]
+    return [chosen[i] for i in rng.permutation(len(chosen))], left_out

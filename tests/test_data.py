@@ -7,6 +7,7 @@ import papermill
 import pytest
 
 from craft.data import load_dataset, load_mcq, split_episodes
+from craft.evaluate import prior_table
 from craft.sim import FAMILIES, SCRIPTS
 
 CHUNK = [k / 10 for k in range(8)]   # 8 future actions at the datasets' 10 fps
@@ -36,6 +37,10 @@ def test_shipped_data_restores_and_loads(repo):
     report = check_data(repo, 30, 10)
     for task, stats in report["tasks"].items():
         assert stats["success_rate"] >= 0.9, (task, stats)
+    train, test = (load_mcq(repo / "data" / "mcq" / f"{split}.jsonl", repo) for split in ("train", "test"))
+    chance = sum(1 / len(r.choices) for r in test) / len(test)
+    assert prior_table(train, test)["overall"] < chance + 0.03, "answers balanced per subject: the text alone guesses"
+    assert set(report["left_out_test"]) == {"lifted/socket", "side/socket"}, report["left_out_test"]
 
 
 @pytest.mark.parametrize("workers", [2])
