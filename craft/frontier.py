@@ -98,9 +98,10 @@ def frontier_methods(points: dict) -> dict:
                          f"points with other knob values, or list `checkpoints`)")
     return {name: {k: point[k] for k in ("craft", "train") if k in point} for name, point in points.items()}
 
-def checkpoint_names(point: dict) -> list[str]:
-    "The checkpoints of a point's run that are scored: its listed steps (`step_NNNNNN`), else `final`."
-    return [f"step_{int(s):06d}" for s in point["checkpoints"]] if point.get("checkpoints") else ["final"]
+def checkpoint_names(point: dict, steps: int) -> list[str]:
+    "The checkpoints of a point's run of `steps` steps to score: its listed steps (the last is `final/`), else `final`."
+    listed = point.get("checkpoints") or [steps]
+    return ["final" if int(s) == steps else f"step_{int(s):06d}" for s in listed]
 
 # %% ../nbs/23_frontier.ipynb #72eea5119410473aa328ad9291626812
 def anchor_loss(policy, cache, frames, craft, batch_size: int = 64) -> float:
