@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import CraftConfig, check_range, check_types
+from .config import CraftConfig, check_choice, check_range, check_types
 from .data import ImageRef
 from .policy import language_layers
 from .project import readable_weights, repro_target
@@ -26,13 +26,14 @@ from .retention import anchor_features, feature_key
 from .vla import check_layers
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint', 'draw_anchors',
-           'teacher_targets', 'build_anchor_cache', 'cache_bytes', 'rebuild_hint', 'AnchorCacheDataset', 'SeededCycle',
-           'AnchorLoader', 'token_targets']
+__all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'PROMPT_KINDS', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint',
+           'draw_anchors', 'teacher_targets', 'draw_questions', 'anchor_samples', 'build_anchor_cache', 'cache_bytes',
+           'rebuild_hint', 'AnchorCacheDataset', 'SeededCycle', 'AnchorLoader', 'token_targets']
 
 # %% ../nbs/13_anchor_cache.ipynb #25e22fb5
 FORMAT_VERSION = 1
 MANIFEST, REFERENCES = "manifest.json", "references.jsonl"
+PROMPT_KINDS = ("action", "question")
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -43,9 +44,12 @@ class CacheConfig:
     batch_size: int = 64              # anchors per teacher forward
     shard_size: int = 256             # anchors per safetensors shard
     seed: int = 0
+    prompts: str = "action"           # each frame with the task's `action` prompt, or with the teacher's training
+                                      #   `question`s asked about it (data.mcq_train)
 
     def __post_init__(self):
         check_types(self)
+        check_choice(self, "prompts", PROMPT_KINDS)
         for name in ("num_anchors", "batch_size", "shard_size"):
             check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
 
@@ -101,22 +105,43 @@ def _write_shards(targets: dict[str, Tensor], folder: Path, shard_size: int) -> 
         shards.append({"file": path.name, "count": min(shard_size, count - start), "sha256": _file_sha256(path)})
     return shards
 
+def draw_questions(questions: list, frames, dataset: str, split: str, count: int, seed: int) -> list:
+    "`count` of the MCQ `questions` asked about frames of `split` of `dataset`, drawn without replacement, seeded."
+    episodes = set(frames.episode[frames.rows(split)].tolist())
+    asked = [r for r in questions if isinstance(r.image, ImageRef) and r.image.root == dataset
+             and r.image.episode in episodes]
+    if count > len(asked):
+        raise ValueError(f"cache.num_anchors = {count} is more than the {len(asked)} training questions "
+                         f"(data.mcq_train) about split {split!r} of {dataset}")
+    return [asked[i] for i in np.random.default_rng(seed).choice(len(asked), size=count, replace=False)]
+
+def anchor_samples(policy, frames, dataset: str, cfg: CacheConfig, questions: list | None = None) -> list[tuple]:
+    "(image, prompt, reference) of every anchor: drawn frames with the action prompt, or drawn training questions."
+    if cfg.prompts == "question":
+        if not questions:
+            raise ValueError("cache.prompts = 'question' anchors on the teacher's training questions: pass them "
+                             "(params.yaml data.mcq_train)")
+        return [(frames.image(r.image), policy.question_prompt(r.question, r.choices),
+                 {"dataset": dataset, "episode": r.image.episode, "frame": r.image.frame})
+                for r in draw_questions(questions, frames, dataset, cfg.split, cfg.num_anchors, cfg.seed)]
+    return [(frames.images[r], policy.action_prompt(frames.task, frames.state[r]),
+             {"dataset": dataset, "episode": int(frames.episode[r]), "frame": int(frames.frame[r])})
+            for r in draw_anchors(frames, cfg.split, cfg.num_anchors, cfg.seed)]
+
 def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, craft: CraftConfig,
-                       cfg: CacheConfig, out: str | Path, progress: bool = True) -> dict:
+                       cfg: CacheConfig, out: str | Path, progress: bool = True, questions: list | None = None) -> dict:
     "Run the frozen teacher over the anchors of `frames` and write the cache to `out`; returns the manifest."
     out, start, layers = Path(out), time.time(), language_layers(policy)
     hidden = craft.retention_mode == "hidden"
     if hidden:
         check_layers(craft.retention_layers, layers)    # before the teacher runs
-    rows = draw_anchors(frames, cfg.split, cfg.num_anchors, cfg.seed)
+    samples = anchor_samples(policy, frames, dataset, cfg, questions)
     policy.eval()
     refs, parts = [], []
-    for first in tqdm(range(0, len(rows), cfg.batch_size), desc="anchor cache", disable=not progress):
-        batch = rows[first:first + cfg.batch_size]
-        prompts = [policy.action_prompt(frames.task, frames.state[r]) for r in batch]
-        parts.append(teacher_targets(policy, [frames.images[r] for r in batch], prompts, craft))
-        refs += [{"dataset": dataset, "episode": int(frames.episode[r]), "frame": int(frames.frame[r]), "prompt": p}
-                 for r, p in zip(batch, prompts)]
+    for first in tqdm(range(0, len(samples), cfg.batch_size), desc="anchor cache", disable=not progress):
+        images, prompts, batch_refs = zip(*samples[first:first + cfg.batch_size])
+        parts.append(teacher_targets(policy, list(images), list(prompts), craft))
+        refs += [{**ref, "prompt": prompt} for ref, prompt in zip(batch_refs, prompts)]
     targets = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -29,9 +29,10 @@ from .stage import partial_path, replace_whole
 
 # %% auto #0
 __all__ = ['METHOD_SECTIONS', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs', 'method_record',
-           'write_method_configs', 'read_method_config', 'retention_loss', 'l2_init_', 'RunState', 'update_step',
-           'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader', 'task_loader', 'save_checkpoint',
-           'load_checkpoint', 'prune_checkpoints', 'log_line', 'optimizer_and_scheduler', 'fine_tune', 'run_signature',
+           'write_method_configs', 'read_method_config', 'retention_loss', 'l2_init_', 'RunState', 'question_loss',
+           'update_step', 'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader', 'QuestionLoader',
+           'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint', 'read_lambda_history',
+           'prune_checkpoints', 'log_line', 'optimizer_and_scheduler', 'fine_tune', 'run_signature',
            'newest_checkpoint', 'resume_point', 'fine_tune_run']
 
 # %% ../nbs/14_train.ipynb #28f054a0
@@ -50,15 +51,18 @@ class TrainConfig:
     seed: int = 0
     replay_fraction: float = 0.0      # share of each task batch drawn from the old task, with its own targets
     l2_init_weight: float = 0.0       # α of the L2-SP penalty (α/2)·‖θ − θ₀‖² towards the teacher's weights
+    question_weight: float = 0.0      # co-training (Knowledge-Insulation-style): weight of the answer loss on the
+    question_batch: int = 8           #   teacher's training questions, question_batch of them per step
 
     def __post_init__(self):
         check_types(self)
-        for name in ("steps", "batch_size", "log_freq", "save_freq", "keep_last"):
+        for name in ("steps", "batch_size", "log_freq", "save_freq", "keep_last", "question_batch"):
             check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
         for name in ("lr", "grad_clip_norm"):
             check_range(self, name, getattr(self, name) > 0, "must be > 0")
         check_range(self, "warmup_steps", 0 <= self.warmup_steps < self.steps, f"must lie in [0, steps = {self.steps})")
         check_range(self, "l2_init_weight", self.l2_init_weight >= 0, "must be ≥ 0")
+        check_range(self, "question_weight", self.question_weight >= 0, "must be ≥ 0")
         old = round(self.batch_size * self.replay_fraction)
         check_range(self, "replay_fraction", 0 <= self.replay_fraction < 1, "must lie in [0, 1)")
         check_range(self, "replay_fraction", self.replay_fraction == 0 or 1 <= old < self.batch_size,
@@ -172,8 +176,14 @@ class RunState:
     cos: float = math.nan
     init: list[Tensor] | None = None      # the teacher's weights, for `l2_init` (not checkpointed: the teacher is)
 
+def question_loss(policy, records: list, images: list) -> tuple[Tensor, int]:
+    "Mean cross-entropy of the answers of MCQ `records` given their images, and how many answer tokens it averages."
+    loss, info = policy.loss([policy.question_sample(image, r.question, r.choices, r.answer)
+                              for r, image in zip(records, images)])
+    return loss, info["target_tokens"]
+
 def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig, state: RunState,
-                anchors, step: int) -> dict:
+                anchors, step: int, questions=None) -> dict:
     "One optimisation step (LeRobot's `update_policy` shape); CRaFT's anchor pass every K steps. Returns the row."
     start = time.perf_counter()
     policy.train()
@@ -181,13 +191,19 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
     optimizer.zero_grad(set_to_none=True)
     loss, units = policy.task_loss(batch)
     share = units / _global(units)
-    (loss * share).backward()
+    total, answered = loss * share, math.nan
+    if cfg.question_weight > 0:                            # co-training on the teacher's questions
+        q_loss, q_units = question_loss(policy, *next(questions))
+        q_share = q_units / _global(q_units)
+        total = total + cfg.question_weight * q_loss * q_share
+        answered = _global(q_loss.item() * q_share)
+    total.backward()
     grads = [p.grad for p in params]
     _sum_([g for g in grads if g is not None])
     global_loss = _global(loss.item() * share)             # the global batch's loss, on every process
     penalty = l2_init_(params, state.init, cfg.l2_init_weight) if cfg.l2_init_weight > 0 else math.nan
     grads = [p.grad for p in params]
-    ok = math.isfinite(global_loss) and _finite(grads)
+    ok = math.isfinite(global_loss) and (cfg.question_weight == 0 or math.isfinite(answered)) and _finite(grads)
     retained = None
     if ok and craft.enabled and step % craft.retention_freq == 0:
         inputs, targets = next(anchors)
@@ -218,7 +234,8 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
             "retention_loss": state.retention_loss, "lambda": state.dual.lam if craft.enabled else math.nan,
             "epsilon": state.dual.epsilon(step) if craft.enabled else math.nan,
             "conflict": state.conflict, "cos": state.cos, "skipped": state.skipped, "l2_init": penalty,
-            "retained": ok and retained is not None, "step_seconds": time.perf_counter() - start}
+            "question_loss": answered, "retained": ok and retained is not None,
+            "step_seconds": time.perf_counter() - start}
 
 # %% ../nbs/14_train.ipynb #c5a93a1f
 def process_shard() -> tuple[int, int]:
@@ -267,6 +284,30 @@ class ReplayLoader:
         "Continue both loaders from a saved position."
         self.new.load_state_dict(state["new"])
         self.old.load_state_dict(state["old"])
+
+class QuestionLoader(SeededCycle):
+    "Endless batches of (MCQ records, their images) from the teacher's training questions; this process's slice."
+
+    def __init__(self, records: list, frames, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
+        self.records, self.frames = records, frames
+        super().__init__(len(records), batch_size, seed + 2, shard)   # a stream of its own, apart from replay's
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[list, list]:
+        picked = [self.records[i] for i in self.next_indices()]
+        return picked, [self.frames.image(r.image) for r in picked]
+
+def question_loader(policy, records: list, frames, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)) -> QuestionLoader:
+    "The co-training questions of a run, refused with a fix when the policy cannot train on questions."
+    if not hasattr(policy, "question_sample"):
+        raise ConfigError("question_weight", cfg.question_weight, f"co-training needs a policy that trains on "
+                          f"questions (small_vla); {type(policy).__name__} does not: set it to 0", "train")
+    if not records:
+        raise ConfigError("question_weight", cfg.question_weight, "co-training needs the teacher's training "
+                          "questions (params.yaml data.mcq_train), and that file holds none", "train")
+    return QuestionLoader(records, frames, cfg.question_batch, cfg.seed, shard)
 
 def task_loader(new, old, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)):
     "The run's task batches: the new task alone, or mixed with `cfg.replay_samples` old-task samples."
@@ -322,9 +363,12 @@ def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: Run
     torch.set_rng_state(saved["rng"])
     for name, loader in loaders.items():
         loader.load_state_dict(saved["loaders"][name])
-    with open(folder / "lambda_history.csv", newline="") as f:
-        history = [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-    return saved["step"], history, saved["rows"]
+    return saved["step"], read_lambda_history(folder), saved["rows"]
+
+def read_lambda_history(folder: str | Path) -> list[dict]:
+    "The λ history a checkpoint holds (`lambda_history.csv`): one row of HISTORY_FIELDS per retention pass."
+    with open(Path(folder) / "lambda_history.csv", newline="") as f:
+        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 def prune_checkpoints(out: str | Path, keep_last: int) -> None:
     "Delete all but the newest `keep_last` step_NNNNNN/ checkpoints."
@@ -341,7 +385,8 @@ def log_line(row: dict) -> str:
 METRIC_NAMES = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
                 "step_seconds": "train/step_seconds", "skipped": "train/skipped_steps",
                 "retention_loss": "craft/retention_loss", "lambda": "craft/lambda", "epsilon": "craft/epsilon",
-                "conflict": "craft/grad_conflict", "cos": "craft/grad_cos", "l2_init": "train/l2_init"}
+                "conflict": "craft/grad_conflict", "cos": "craft/grad_cos", "l2_init": "train/l2_init",
+                "question_loss": "train/question_loss"}
 
 def optimizer_and_scheduler(policy, cfg: TrainConfig):
     "AdamW and cosine decay with linear warm-up to 10% of the peak, LeRobot's presets, for `cfg.steps` steps."
@@ -355,13 +400,14 @@ def optimizer_and_scheduler(policy, cfg: TrainConfig):
 
 def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out: str | Path,
               log=None, resume: str | Path | None = None, steps: int | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, questions=None) -> list[dict]:
     "Fine-tune `policy` (the teacher) in place for `cfg.steps` (or up to `steps`), checkpoints to `out`; logged rows."
     out, main = Path(out), tasks.rank == 0
     optimizer, scheduler = optimizer_and_scheduler(policy, cfg)
     init = [p.detach().clone() for p in policy.parameters() if p.requires_grad] if cfg.l2_init_weight > 0 else None
     state = RunState(PrimalDual.from_config(craft, cfg.steps), init=init)
-    loaders = {"tasks": tasks, **({"anchors": anchors} if anchors is not None else {})}
+    loaders = {name: loader for name, loader in (("tasks", tasks), ("anchors", anchors), ("questions", questions))
+               if loader is not None}
     torch.manual_seed(cfg.seed)
     first, history, rows = 0, [], []
     if resume is not None:
@@ -371,7 +417,7 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
     last = min(steps or cfg.steps, cfg.steps)
     for step in tqdm(range(first + 1, last + 1), initial=first, total=last, desc="fine-tune",
                      disable=not progress or not main):
-        row = update_step(policy, next(tasks), optimizer, scheduler, cfg, craft, state, anchors, step)
+        row = update_step(policy, next(tasks), optimizer, scheduler, cfg, craft, state, anchors, step, questions)
         if row["retained"]:
             history.append({k: row[k] for k in HISTORY_FIELDS})
         if step % cfg.log_freq == 0 or step == last:
@@ -408,7 +454,7 @@ def resume_point(partial: str | Path, signature: dict) -> Path | None:
     return None
 
 def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, model_dir: str | Path,
-                  live_dir: str | Path, signature: dict, progress: bool = True) -> list[dict]:
+                  live_dir: str | Path, signature: dict, progress: bool = True, questions=None) -> list[dict]:
     "`fine_tune` resumable and replaced whole: into `model_dir.partial`, then over `model_dir`; curves likewise."
     from dvclive import Live
 
@@ -425,11 +471,12 @@ def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, 
     if _world() > 1:
         dist.barrier()
     if not main:
-        return fine_tune(policy, tasks, anchors, cfg, craft, partial, resume=resume, progress=False)
+        return fine_tune(policy, tasks, anchors, cfg, craft, partial, resume=resume, progress=False,
+                         questions=questions)
     shutil.rmtree(live_partial, ignore_errors=True)
     with Live(dir=str(live_partial), dvcyaml=None, save_dvc_exp=False) as live:
         rows = fine_tune(policy, tasks, anchors, cfg, craft, partial, log=live_logger(live, names=METRIC_NAMES),
-                         resume=resume, progress=progress)
+                         resume=resume, progress=progress, questions=questions)
     replace_whole(live_partial, live_dir)
     replace_whole(partial, model_dir)
     return rows
