@@ -49,7 +49,7 @@ grid: install  ## every method × seed of params.yaml `grid`, aggregated; about 
 	dvc repro grid/dvc.yaml
 	python -c "from craft.grid import write_grid_results; write_grid_results('README.md', 'grid/results.json')"
 
-frontier: install  ## matched-loss frontiers: every point of params.yaml `frontier` × seed; about 50 min on 2 cores (33 runs); fills the README
+frontier: install  ## matched-loss frontiers: every point of params.yaml `frontier` × seed; about 75 min on 2 cores (48 runs); fills the README
 	dvc pull data.dvc
 	dvc repro frontier/dvc.yaml
 	python -c "from craft.frontier import write_frontier_results as w; w('README.md', 'frontier/results.json')"
