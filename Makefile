@@ -9,10 +9,11 @@ export SVT_LOG := 1           # the AV1 encoder of the video datasets: errors on
 
 install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/lerobot_policy_small_vla/pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e plugins/lerobot_policy_small_vla   # LeRobot's tools discover small_vla by this name
 	$(BIN)/python -c "from craft.project import write_offline_plots_template as w; w('.')"
 	touch $@
 
@@ -33,7 +34,7 @@ pytest:
 	pytest
 
 lint:
-	ruff check craft tests benchmarks nbs
+	ruff check craft tests benchmarks nbs plugins
 
 repro: install  ## the default experiment, end to end: restore the raw data, run the pipeline, fill the README
 	dvc pull data.dvc

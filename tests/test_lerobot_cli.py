@@ -1,5 +1,5 @@
 """LeRobot's own tools on the small policy: `lerobot-train` fine-tunes a checkpoint, `craft.policy.load_policy` opens
-what it wrote, `lerobot-eval` runs that in gym-aloha; LeRobot finds the plugin when told where to look."""
+what it wrote, `lerobot-eval` runs that in gym-aloha; LeRobot discovers the installed plugin by its name."""
 import json
 import math
 import re
@@ -22,8 +22,6 @@ from craft.sim import TASK_PROMPTS, rollout
 from craft.tokenizers import FastActionTokenizer, build_text_tokenizer
 from craft.vla import VLAConfig
 
-# LeRobot 0.4.4 imports a plugin that the command line names (or an installed `lerobot_policy_*` distribution).
-PLUGIN = "--policy.discover_packages_path=craft"
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl"}
 D, CHUNK, STEPS = 14, 2, 2
 
@@ -58,7 +56,7 @@ def lerobot(tool: str, *args: str, cwd, check: bool = True) -> subprocess.Comple
 @pytest.fixture(scope="module")
 def trained(tiny):
     "`lerobot-train` from the tiny checkpoint for STEPS steps, a checkpoint at the end: its folder and the log."
-    result = lerobot("lerobot-train", f"--policy.path={tiny / 'teacher'}", PLUGIN, "--dataset.repo_id=craft/data",
+    result = lerobot("lerobot-train", f"--policy.path={tiny / 'teacher'}", "--dataset.repo_id=craft/data",
                      f"--dataset.root={tiny / 'data'}", "--dataset.video_backend=pyav", f"--steps={STEPS}",
                      "--batch_size=2", f"--save_freq={STEPS}", "--log_freq=1", "--eval_freq=0", "--num_workers=0",
                      "--wandb.enable=false", f"--output_dir={tiny / 'train'}", cwd=tiny)
@@ -90,7 +88,7 @@ def test_lerobot_train_fine_tunes_our_checkpoint(tiny, trained):
 
 def test_lerobot_eval_runs_the_trained_checkpoint_in_gym_aloha(tiny, trained):
     out = tiny / "eval"
-    result = lerobot("lerobot-eval", f"--policy.path={trained[0] / 'pretrained_model'}", PLUGIN, "--env.type=aloha",
+    result = lerobot("lerobot-eval", f"--policy.path={trained[0] / 'pretrained_model'}", "--env.type=aloha",
                      "--env.task=AlohaInsertion-v0", "--env.episode_length=20", "--eval.n_episodes=1",
                      "--eval.batch_size=1", f"--output_dir={out}", cwd=tiny)
     assert "at most 20 steps" in result.stderr + result.stdout
@@ -103,7 +101,7 @@ def test_lerobot_eval_runs_the_trained_checkpoint_in_gym_aloha(tiny, trained):
 
 
 def test_a_bare_configuration_is_refused_with_a_way_forward(tiny):
-    result = lerobot("lerobot-train", "--policy.type=small_vla", PLUGIN, "--dataset.repo_id=craft/data",
+    result = lerobot("lerobot-train", "--policy.type=small_vla", "--dataset.repo_id=craft/data",
                      f"--dataset.root={tiny / 'data'}", "--dataset.video_backend=pyav", "--steps=1",
                      "--wandb.enable=false", f"--output_dir={tiny / 'bare'}", cwd=tiny, check=False)
     assert result.returncode != 0
@@ -111,23 +109,17 @@ def test_a_bare_configuration_is_refused_with_a_way_forward(tiny):
     assert "--policy.path=models/teacher" in result.stderr and "TypeError" not in result.stderr
 
 
-def test_lerobot_finds_the_policy_where_the_command_line_says():
+def test_lerobot_discovers_the_installed_plugin():
     script = """
 import json, sys
-from lerobot.configs.parser import load_plugin
 from lerobot.policies.factory import get_policy_class
 from lerobot.utils.import_utils import register_third_party_plugins
-register_third_party_plugins()          # what lerobot-train and lerobot-eval do first: lerobot_policy_* only
-try:
-    before = get_policy_class("small_vla").__module__
-except ValueError as e:
-    before = str(e)
 imported = "craft" in sys.modules
-load_plugin("craft")                    # what --policy.discover_packages_path=craft does
+register_third_party_plugins()          # what lerobot-train and lerobot-eval do first: lerobot_policy_* distributions
 cls = get_policy_class("small_vla")
-print(json.dumps([before, imported, cls.__module__, cls.__name__]))
+print(json.dumps([imported, cls.__module__, cls.__name__]))
 """
     result = run([sys.executable, "-c", script], BIN, env=ENV)
-    before, imported, module, name = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (before, imported) == ("Policy type 'small_vla' is not available.", False)
+    imported, module, name = json.loads(result.stdout.strip().splitlines()[-1])
+    assert imported is False                                           # nothing of ours was loaded before discovery
     assert (module, name) == ("craft.modeling_small_vla", "SmallVLAPolicy")
