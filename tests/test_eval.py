@@ -21,6 +21,18 @@ def test_eval_compares_every_checkpoint(repo):
             assert m["hold_state_mse"] > 0 and m["train_mean_mse"] > 0
 
 
+def test_the_headline_is_one_readable_metrics_row(repo):
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    results = json.loads((repo / "metrics" / "eval.json").read_text())["checkpoints"]
+    assert list(summary) == list(results)
+    for name, row in summary.items():
+        mcq, floor = results[name]["mcq"]["overall"]["acc"], results[name]["mcq_shuffled_images"]["overall"]["acc"]
+        assert row == {"mcq": mcq, "above_floor": mcq - floor, "old_task_loss": results[name]["old_task"]
+                       ["action_token_loss"], "new_task_loss": results[name]["new_task"]["action_token_loss"]}
+    table = run(["dvc", "metrics", "show", "--md", "metrics/summary.json"], repo).stdout
+    assert "craft.above_floor" in table and max(map(len, table.splitlines())) < 400, table
+
+
 def test_rollout_runs_every_checkpoint_in_the_simulator(repo):
     results = json.loads((repo / "metrics" / "rollout.json").read_text())
     assert list(results) == ["teacher", "baseline", "craft"]

@@ -46,4 +46,4 @@ def test_readme_gets_the_grid_table(grid):
     for method in TINY["grid"]["methods"]:
         assert f"| {method} | 2 |" in block or f"| **{method}** | 2 |" in block
     metrics = run(["dvc", "metrics", "show", "--md"], grid).stdout
-    assert "metrics/eval.json" in metrics and "grid/" not in metrics      # the default experiment's, readable
+    assert "metrics/summary.json" in metrics and "grid/" not in metrics   # the default experiment's, readable
