@@ -31,11 +31,19 @@ def test_the_headline_is_one_readable_metrics_row(repo):
                        ["action_token_loss"], "new_task_loss": results[name]["new_task"]["action_token_loss"]}
     table = run(["dvc", "metrics", "show", "--md", "metrics/summary.json"], repo).stdout
     assert "craft.above_floor" in table and max(map(len, table.splitlines())) < 400, table
+    every = run(["dvc", "metrics", "show", "--md"], repo).stdout               # full/ has its own, the sweeps none
+    rows = {line.split("|")[1].strip() for line in every.splitlines()[2:]}
+    assert {row for row in rows if not row.startswith("full/")} == {
+        "metrics/summary.json", "metrics/rollout_summary.json", "metrics/train/baseline.json",
+        "metrics/train/craft.json"}, every
 
 
 def test_rollout_runs_every_checkpoint_in_the_simulator(repo):
     results = json.loads((repo / "metrics" / "rollout.json").read_text())
     assert list(results) == ["teacher", "baseline", "craft"]
+    summary = json.loads((repo / "metrics" / "rollout_summary.json").read_text())
+    assert summary == {name: {f"{task}_success": r["success_rate"] for task, r in tasks.items()}
+                       for name, tasks in results.items()}
     for tasks in results.values():
         assert {key: r["task"] for key, r in tasks.items()} == {"old_task": "transfer_cube", "new_task": "insertion"}
         for r in tasks.values():
