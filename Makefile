@@ -3,7 +3,12 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-export SVT_LOG := 1           # the AV1 encoder of the video datasets: errors only
+export PYTHONUNBUFFERED := 1    # a stage's printed lines reach the terminal as they are printed, through REPRO's filter
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# dvc repro, less its closing "Use `dvc push` to send your updates to remote storage": the bundled remote only
+# ships the raw data (`dvc pull data.dvc`); what a run makes stays in this clone
+REPRO = dvc repro $(1) | { grep --line-buffered -v '^Use `dvc push` to send your updates to remote storage.$$' || true; }
 
 .PHONY: install test export-check nbtest pytest lint repro results grid frontier bench lab
 
@@ -38,7 +43,7 @@ lint:
 
 repro: install  ## the default experiment, end to end: restore the raw data, run the pipeline, fill the README
 	dvc pull data.dvc
-	dvc repro
+	$(call REPRO)
 	$(MAKE) results
 
 results: install  ## rewrite the README's results blocks from metrics/eval.json and metrics/rollout.json
@@ -47,12 +52,12 @@ results: install  ## rewrite the README's results blocks from metrics/eval.json 
 
 grid: install  ## every method × seed of params.yaml `grid`, aggregated; about an hour on 2 cores; fills the README
 	dvc pull data.dvc
-	dvc repro grid/dvc.yaml
+	$(call REPRO,grid/dvc.yaml)
 	python -c "from craft.grid import write_grid_results; write_grid_results('README.md', 'grid/results.json')"
 
 frontier: install  ## matched-loss frontiers: every point of params.yaml `frontier` × seed; about 75 min on 2 cores (48 runs); fills the README
 	dvc pull data.dvc
-	dvc repro frontier/dvc.yaml
+	$(call REPRO,frontier/dvc.yaml)
 	python -c "from craft.frontier import write_frontier_results as w; w('README.md', 'frontier/results.json')"
 
 bench: install  ## performance benchmarks (not part of the tests)

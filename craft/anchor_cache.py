@@ -167,20 +167,21 @@ def cache_bytes(folder: str | Path) -> dict[str, int]:
             "references": (folder / REFERENCES).stat().st_size, "manifest": (folder / MANIFEST).stat().st_size}
 
 # %% ../nbs/13_anchor_cache.ipynb #3c5ae31b
-_MANIFEST_KEYS = ("format_version", "mode", "teacher", "layers", "pools", "feature_dim", "count", "shards")
+_MANIFEST_KEYS = ("format_version", "mode", "teacher", "layers", "pools", "feature_dim", "language_layers", "count",
+                  "shards")
 _REFERENCE_KEYS = ("dataset", "episode", "frame", "prompt")
 
-def rebuild_hint(folder: str | Path) -> str:
-    "How to rebuild the anchor cache at `folder`: the `cache` stage of the experiment that holds it."
-    return f"rebuild it with `dvc repro {repro_target(folder, 'cache') or 'cache'}`"
+def rebuild_hint(folder: str | Path, verb: str = "rebuild") -> str:
+    "How to (re)build the anchor cache at `folder`: the `cache` stage of the experiment that holds it."
+    return f"{verb} it with `dvc repro {repro_target(folder, 'cache') or 'cache'}`"
 
 def _manifest(folder: Path) -> dict:
     "The manifest of the cache at `folder`, or an error saying how to build one."
     path, rebuild = folder / MANIFEST, rebuild_hint(folder)
     if not path.is_file():
-        raise AnchorCacheError(f"no anchor cache at {folder} ({MANIFEST} is missing): build it with "
-                               f"`dvc repro {repro_target(folder, 'cache') or 'cache'}`, which runs the frozen teacher "
-                               "over the anchor samples (params.yaml `cache`)")
+        raise AnchorCacheError(f"no anchor cache at {folder} ({MANIFEST} is missing): "
+                               f"{rebuild_hint(folder, 'build')}, which runs the frozen teacher over the anchor "
+                               "samples (params.yaml `cache`)")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -213,8 +214,7 @@ def _check_fit(folder: Path, manifest: dict, teacher_dir: Path, craft: CraftConf
     if manifest["feature_dim"] != width:
         raise AnchorCacheError(f"the anchor cache at {folder} holds features of width {manifest['feature_dim']} but "
                                f"the model's width is {width}: {rebuild} for this model")
-    if manifest.get("language_layers"):                 # the teacher's layers (caches of this format before it: none)
-        check_layers(craft.retention_layers, manifest["language_layers"])
+    check_layers(craft.retention_layers, manifest["language_layers"])     # the teacher's language model
     for name, asked, held in (("retention_layers", craft.retention_layers, manifest["layers"]),
                               ("retention_pools", craft.retention_pools, manifest["pools"])):
         if set(asked) - set(held):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -23,9 +24,9 @@ from .project import find_root
 
 # %% auto #0
 __all__ = ['STATE_NAMES', 'IMAGE_KEY', 'dataset_features', 'lerobot_home', 'repo_id_for', 'DatasetError', 'resolve_dataset',
-           'write_dataset', 'dataset_name', 'splits_hint', 'episode_splits', 'split_episodes', 'load_dataset',
-           'ImageRef', 'ImageFile', 'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq', 'mcq_image',
-           'episode_questions', 'numbered']
+           'quiet_recording', 'write_dataset', 'dataset_name', 'splits_hint', 'episode_splits', 'split_episodes',
+           'load_dataset', 'ImageRef', 'ImageFile', 'dataset_roots', 'McqRecord', 'McqError', 'write_mcq', 'load_mcq',
+           'mcq_image', 'episode_questions', 'numbered']
 
 # %% ../nbs/05_data.ipynb #5a3ff789
 STATE_NAMES = list(JOINTS)          # 14: six arm joints and the normalised gripper opening, left arm first
@@ -80,18 +81,35 @@ def resolve_dataset(name: str, repo_root: str | Path) -> Path:
     LeRobotDataset(name, root=home, video_backend="pyav")       # downloads through LeRobot's own mechanism
     return home
 
+@contextmanager
+def quiet_recording():
+    "Errors only from the video encoders (libav, SVT-AV1; from now on) and no `datasets` progress bars (meanwhile)."
+    import av.logging
+    import datasets
+
+    os.environ.setdefault("SVT_LOG", "1")              # SVT-AV1 reads it as each encoder starts: 1 = errors only
+    av.logging.set_libav_level(av.logging.ERROR)       # not the mp4 muxer's "Starting second pass" lines
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()                   # LeRobot's save_episode maps each episode with a bar
+    try:
+        yield
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
 def write_dataset(root: str | Path, episodes: list, splits: dict[str, int], fps: int, prompt: str) -> Path:
     "Write `episodes` (in split order) as a LeRobotDataset at `root`; `splits` maps split name → episode count."
     if sum(splits.values()) != len(episodes):
         raise ValueError(f"splits {splits} count {sum(splits.values())} episodes, but {len(episodes)} were given")
     root = Path(root)
-    ds = LeRobotDataset.create(repo_id_for(root), fps, dataset_features(episodes[0].images.shape[1:3]), root=root,
-                               robot_type="aloha", use_videos=True, video_backend="pyav")
-    for ep in episodes:
-        for state, action, image in zip(ep.states, ep.actions, ep.images):
-            ds.add_frame({"observation.state": state, "action": action, IMAGE_KEY: image, "task": prompt})
-        ds.save_episode()
-    ds.finalize()
+    with quiet_recording():
+        ds = LeRobotDataset.create(repo_id_for(root), fps, dataset_features(episodes[0].images.shape[1:3]),
+                                   root=root, robot_type="aloha", use_videos=True, video_backend="pyav")
+        for ep in episodes:
+            for state, action, image in zip(ep.states, ep.actions, ep.images):
+                ds.add_frame({"observation.state": state, "action": action, IMAGE_KEY: image, "task": prompt})
+            ds.save_episode()
+        ds.finalize()
     bounds, start = {}, 0
     for name, count in splits.items():
         bounds[name], start = f"{start}:{start + count}", start + count

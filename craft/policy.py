@@ -5,7 +5,9 @@
 # %% ../nbs/20_policy.ipynb #0db4c587
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def missing_members(cls: type) -> list[str]:
     return [name for name in INTERFACE if not hasattr(cls, name)]
 
 def load_policy(folder: str | Path, **kwargs):
-    "The policy saved in `folder` (its config.json names the type), with its tokenizers, in eval mode."
+    "The policy saved in `folder` (its config.json names the type), with its tokenizers, in eval mode; quietly."
     config = Path(folder) / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{folder} holds no saved policy (config.json is missing): make the teacher with "
@@ -45,18 +47,17 @@ def load_policy(folder: str | Path, **kwargs):
                          f"{restore_hint(config)}") from None
     except (KeyError, TypeError):
         raise ValueError(f"{config} names no policy `type` (small_vla or pi0_fast): {restore_hint(config)}") from None
-    return policy_class(kind).from_pretrained(folder, **kwargs).eval()
+    with contextlib.redirect_stdout(io.StringIO()):              # LeRobot prints "Loading weights from local directory"
+        return policy_class(kind).from_pretrained(folder, **kwargs).eval()
 
 def language_layers(policy) -> int:
     "How many layers the policy's language model has: what `craft.retention_layers` counts (0 = the embeddings)."
-    if hasattr(policy, "language_layers"):
-        return policy.language_layers
     for module in policy.modules():                                 # both policies hold a PaliGemma
         text = getattr(getattr(module, "config", None), "text_config", None)
         if isinstance(getattr(text, "num_hidden_layers", None), int):
             return text.num_hidden_layers
-    raise TypeError(f"{type(policy).__name__} holds no PaliGemma and has no `language_layers`: give it one, the "
-                    "number of hidden layers its `hidden_states` counts")
+    raise TypeError(f"{type(policy).__name__} holds no PaliGemma: CRaFT's `retention_layers` count the hidden layers "
+                    "of a PaliGemma language model, which both small_vla and pi0_fast hold")
 
 # %% ../nbs/20_policy.ipynb #1a2ad7ed
 def checkpoint_folders(base: str | Path, methods: list[str]) -> dict[str, Path]:

@@ -134,6 +134,12 @@ class FrameSet(dict):
             return torch.from_numpy(mcq_image(ref, "."))
         return self[ref.root].image(ref)
 
+    def add_missing(self, repo_root: str | Path, names, size: int | tuple[int, int], chunk: int,
+                    splits: dict | None = None) -> FrameSet:
+        "Decode and add each dataset of `names` not held yet (as `decode_datasets`); returns self."
+        self.update(decode_datasets(repo_root, sorted(set(names) - set(self)), size, chunk, splits))
+        return self
+
 def decode_datasets(repo_root: str | Path, names: list[str], size: int | tuple[int, int], chunk: int,
                     splits: dict | None = None) -> FrameSet:
     "Decode each dataset of `names` (folders under `repo_root` or LeRobot repo ids), with declared `splits` by name."

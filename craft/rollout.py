@@ -208,7 +208,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 def success_rate(policy, task: str, seeds: list[int], frame_every: int = 5, videos: str | Path | None = None,
                  n_videos: int = 1, side_by_side: int = 10, progress: bool = True, **kwargs) -> dict:
     "`closed_loops` (with `kwargs`) over `seeds`, `side_by_side` at a time: success rate, 95% Wilson interval,"
-    " rewards; the first `n_videos` episodes as mp4."
+    " rewards; the first `n_videos` episodes as mp4 files in `videos`."
     _check_task(task)
     if not seeds:
         raise ValueError("no seeds to evaluate: pass e.g. rollout_seeds(task, 50)")
@@ -221,7 +221,7 @@ def success_rate(policy, task: str, seeds: list[int], frame_every: int = 5, vide
         runs += closed_loops(policy, task, seeds[first:first + side_by_side], frame_every, film=film, **kwargs)
         for run in runs[first:first + film]:
             path = Path(videos) / f"{task}_{run.seed}.mp4"
-            written.append(str(write_video(path, run.frames, 1 / (DT * frame_every))))
+            written.append(write_video(path, run.frames, 1 / (DT * frame_every)).name)
         bar.update(len(runs) - bar.n)
         bar.set_postfix(successes=sum(r.success for r in runs))
     k, n = sum(r.success for r in runs), len(runs)

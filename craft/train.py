@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .anchor_cache import SeededCycle, teacher_fingerprint, token_targets
 from .config import ConfigError, CraftConfig, check_range, check_types, from_section
 from .grad_surgery import surgery_merge_granular_, surgery_summary
+from .pretrain import question_batch
 from .primal_dual import PrimalDual
 from .project import live_logger, readable_weights
 from .retention import anchor_features, hidden_retention_loss, token_retention_loss
@@ -178,8 +179,7 @@ class RunState:
 
 def question_loss(policy, records: list, images: list) -> tuple[Tensor, int]:
     "Mean cross-entropy of the answers of MCQ `records` given their images, and how many answer tokens it averages."
-    loss, info = policy.loss([policy.question_sample(image, r.question, r.choices, r.answer)
-                              for r, image in zip(records, images)])
+    loss, info = policy.loss(question_batch(policy, records, images))
     return loss, info["target_tokens"]
 
 def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig, state: RunState,

@@ -44,13 +44,14 @@ def test_rollout_runs_every_checkpoint_in_the_simulator(repo):
     summary = json.loads((repo / "metrics" / "rollout_summary.json").read_text())
     assert summary == {name: {f"{task}_success": r["success_rate"] for task, r in tasks.items()}
                        for name, tasks in results.items()}
-    for tasks in results.values():
+    for name, tasks in results.items():
         assert {key: r["task"] for key, r in tasks.items()} == {"old_task": "transfer_cube", "new_task": "insertion"}
         for r in tasks.values():
             assert r["n"] == 1 and r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
             assert r["seeds"][0] >= 1_000_000                  # held-out scenes, never recorded
-            assert r["videos"][0].startswith("outputs/rollouts/")   # where it lies, relative to the repository
-            frames = iio.imread(repo / r["videos"][0], plugin="pyav")   # 80 decisions, as recorded at 10 fps
+            assert r["videos"] == [f"{r['task']}_{r['seeds'][0]}.mp4"]
+            video = repo / "outputs" / "rollouts" / name / r["videos"][0]
+            frames = iio.imread(video, plugin="pyav")          # 80 decisions, as recorded at 10 fps
             assert frames.shape == (80, 120, 160, 3)
     assert (repo / "plots" / "rollouts.png").stat().st_size > 0
 
