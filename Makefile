@@ -8,6 +8,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 # dvc repro, less its closing "Use `dvc push` to send your updates to remote storage": the bundled remote only
 # ships the raw data (`dvc pull data.dvc`); what a run makes stays in this clone
+# setuptools' notice on every editable install, which asks nothing of us
+QUIET_BUILD = PYTHONWARNINGS="ignore:Editable installation"
 REPRO = dvc repro $(1) | { grep --line-buffered -v '^Use `dvc push` to send your updates to remote storage.$$' || true; }
 
 .PHONY: install test export-check nbtest pytest lint repro results grid frontier bench lab
@@ -17,8 +19,8 @@ install: $(VENV)/.installed  ## create .venv and install craft (editable) with d
 $(VENV)/.installed: pyproject.toml plugins/lerobot_policy_small_vla/pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/pip install --quiet -e plugins/lerobot_policy_small_vla   # LeRobot's tools discover small_vla by this name
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e ".[dev]"
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e plugins/lerobot_policy_small_vla   # LeRobot's tools discover small_vla by this name
 	$(BIN)/python -c "from craft.project import write_offline_plots_template as w; w('.')"
 	touch $@
 

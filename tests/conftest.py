@@ -58,7 +58,13 @@ def copy_repo(dst: Path, params_file: str, overrides: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory) -> Path:
-    "A copy of the repository with tiny params, after `dvc repro`."
+    "A copy of the repository with tiny params, after `dvc repro` (what it printed: `printed(repo)`)."
     dst = copy_repo(tmp_path_factory.mktemp("repo"), "params.yaml", TINY)
-    run(["dvc", "repro"], dst)
+    result = run(["dvc", "repro"], dst)
+    (dst.parent / "repro.out").write_text(result.stdout + result.stderr)
     return dst
+
+
+def printed(repo: Path) -> str:
+    "What `dvc repro` printed (stdout, then stderr) when the `repo` fixture ran it."
+    return (repo.parent / "repro.out").read_text()

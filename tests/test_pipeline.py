@@ -11,7 +11,7 @@ import nbformat
 import pytest
 import torch
 import yaml
-from conftest import BIN, NOT_STAGES, ROOT, TINY, run
+from conftest import BIN, NOT_STAGES, ROOT, TINY, printed, run
 
 # What a user produced, which a failed or killed stage must leave as it was.
 KEPT = ["plots/constraint_preview.png", "models/craft/final/model.safetensors", "metrics/train/craft.json",
@@ -45,6 +45,15 @@ def test_repro_produces_every_output(repo):
         for out in stage.get("outs", []):
             assert (repo / out["path"]).exists(), f"stage {name} did not write {out['path']}"
     assert "up to date" in run(["dvc", "status", "dvc.yaml"], repo).stdout
+
+
+def test_the_pipeline_shows_each_stage_and_no_chatter(repo):
+    out = printed(repo)
+    for name in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]:       # one line per stage that ran
+        assert re.search(rf"^stage {re.escape(name)} done in \d+ s ", out, re.MULTILINE), f"{name}:\n{out}"
+    chatter = ["Loading weights from local directory", "Svt[", "[mp4 @", "[libx264 @", "Passed unknown parameter",
+               "without encryption", "Map:", "Traceback"]
+    assert [line for line in out.splitlines() if any(c in line for c in chatter)] == []
 
 
 def test_executed_notebooks_used_the_tiny_params(repo):
