@@ -55,4 +55,5 @@ def test_collection_notebook_records_tiny_data(repo, tmp_path, workers):
     check_data(copy, 2, 1)
     assert not (copy / "data.tmp").exists()
     nb = nbformat.read(tmp_path / "collect.ipynb", as_version=4)
-    assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+    figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(figures) == 2, "the notebook shows its frame strips and its question counts"
