@@ -507,6 +507,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'craft.train._merged': ('train.html#_merged', 'craft/train.py'),
                              'craft.train._sum_': ('train.html#_sum_', 'craft/train.py'),
                              'craft.train._world': ('train.html#_world', 'craft/train.py'),
+                             'craft.train.check_master_weights': ('train.html#check_master_weights', 'craft/train.py'),
+                             'craft.train.compute_precision': ('train.html#compute_precision', 'craft/train.py'),
                              'craft.train.concat_batches': ('train.html#concat_batches', 'craft/train.py'),
                              'craft.train.fine_tune': ('train.html#fine_tune', 'craft/train.py'),
                              'craft.train.fine_tune_run': ('train.html#fine_tune_run', 'craft/train.py'),

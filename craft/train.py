@@ -30,11 +30,11 @@ from .stage import partial_path, replace_whole
 
 # %% auto #0
 __all__ = ['METHOD_SECTIONS', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs', 'method_record',
-           'write_method_configs', 'read_method_config', 'retention_loss', 'l2_init_', 'RunState', 'question_loss',
-           'update_step', 'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader', 'QuestionLoader',
-           'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint', 'read_lambda_history',
-           'prune_checkpoints', 'log_line', 'optimizer_and_scheduler', 'fine_tune', 'run_signature',
-           'newest_checkpoint', 'resume_point', 'fine_tune_run']
+           'write_method_configs', 'read_method_config', 'retention_loss', 'compute_precision', 'l2_init_', 'RunState',
+           'question_loss', 'update_step', 'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader',
+           'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint',
+           'read_lambda_history', 'prune_checkpoints', 'log_line', 'check_master_weights', 'optimizer_and_scheduler',
+           'fine_tune', 'run_signature', 'newest_checkpoint', 'resume_point', 'fine_tune_run']
 
 # %% ../nbs/14_train.ipynb #28f054a0
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class TrainConfig:
     l2_init_weight: float = 0.0       # α of the L2-SP penalty (α/2)·‖θ − θ₀‖² towards the teacher's weights
     question_weight: float = 0.0      # co-training (Knowledge-Insulation-style): weight of the answer loss on the
     question_batch: int = 8           #   teacher's training questions, question_batch of them per step
+    mixed_precision: str = "no"       # "bf16": forward passes in bfloat16 (autocast) over fp32 master weights
 
     def __post_init__(self):
         check_types(self)
@@ -64,6 +65,7 @@ class TrainConfig:
         check_range(self, "warmup_steps", 0 <= self.warmup_steps < self.steps, f"must lie in [0, steps = {self.steps})")
         check_range(self, "l2_init_weight", self.l2_init_weight >= 0, "must be ≥ 0")
         check_range(self, "question_weight", self.question_weight >= 0, "must be ≥ 0")
+        check_range(self, "mixed_precision", self.mixed_precision in ("no", "bf16"), "must be 'no' or 'bf16'")
         old = round(self.batch_size * self.replay_fraction)
         check_range(self, "replay_fraction", 0 <= self.replay_fraction < 1, "must lie in [0, 1)")
         check_range(self, "replay_fraction", self.replay_fraction == 0 or 1 <= old < self.batch_size,
@@ -152,9 +154,14 @@ def retention_loss(policy, inputs: dict, targets: dict[str, Tensor], craft: Craf
     feats = anchor_features(policy, images, prompts, craft)
     return hidden_retention_loss(feats, targets, craft.retention_loss), len(prompts)
 
+def compute_precision(params: list[Tensor], cfg: TrainConfig):
+    "The forward passes' precision: bf16 autocast over the fp32 weights when `cfg.mixed_precision` is bf16."
+    return torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+
 def _finite(grads: list[Tensor | None]) -> bool:
-    "Whether every gradient is finite."
-    return all(torch.isfinite(g).all() for g in grads if g is not None)
+    "Whether every gradient is finite: one fused norm, one sync (an overflowing norm, useless to clipping, is not)."
+    present = [g for g in grads if g is not None]
+    return not present or bool(torch.stack(torch._foreach_norm(present)).isfinite().all())
 
 def l2_init_(params: list, init: list[Tensor], weight: float) -> float:
     "Add the gradient of `(weight/2)·‖θ − θ₀‖²` (θ₀ = `init`) to each `param.grad`; returns the penalty."
@@ -189,11 +196,13 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
-    loss, units = policy.task_loss(batch)
+    with compute_precision(params, cfg):
+        loss, units = policy.task_loss(batch)
     share = units / _global(units)
     total, answered = loss * share, math.nan
     if cfg.question_weight > 0:                            # co-training on the teacher's questions
-        q_loss, q_units = question_loss(policy, *next(questions))
+        with compute_precision(params, cfg):
+            q_loss, q_units = question_loss(policy, *next(questions))
         q_share = q_units / _global(q_units)
         total = total + cfg.question_weight * q_loss * q_share
         answered = _global(q_loss.item() * q_share)
@@ -207,7 +216,8 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
     retained = None
     if ok and craft.enabled and step % craft.retention_freq == 0:
         inputs, targets = next(anchors)
-        l_ret, units = retention_loss(policy, inputs, targets, craft)
+        with compute_precision(params, cfg):
+            l_ret, units = retention_loss(policy, inputs, targets, craft)
         r_share = units / _global(units)
         g_ret = list(torch.autograd.grad(l_ret * r_share, params, allow_unused=True))
         _sum_([g for g in g_ret if g is not None])
@@ -388,11 +398,22 @@ METRIC_NAMES = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "tra
                 "conflict": "craft/grad_conflict", "cos": "craft/grad_cos", "l2_init": "train/l2_init",
                 "question_loss": "train/question_loss"}
 
+def check_master_weights(policy) -> None:
+    "Refuse trainable weights below fp32: AdamW would drop every update smaller than half their last place."
+    low = sorted({str(p.dtype).removeprefix("torch.") for p in policy.parameters()
+                  if p.requires_grad and p.dtype != torch.float32})
+    if low:
+        raise ConfigError("dtype", low[0], f"the trainer keeps fp32 master weights: on {low[0]} weights AdamW cannot "
+                          "apply updates below half a unit in the last place (in bfloat16 at lr 2.5e-5, weights with "
+                          "|w| ≳ 0.008 never move): build the policy in float32 and compute in bf16 with "
+                          "train.mixed_precision: bf16", "policy")
+
 def optimizer_and_scheduler(policy, cfg: TrainConfig):
     "AdamW and cosine decay with linear warm-up to 10% of the peak, LeRobot's presets, for `cfg.steps` steps."
     from lerobot.optim.optimizers import AdamWConfig
     from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 
+    check_master_weights(policy)
     optimizer = AdamWConfig(lr=cfg.lr, weight_decay=cfg.weight_decay).build(policy.get_optim_params())
     schedule = CosineDecayWithWarmupSchedulerConfig(num_warmup_steps=cfg.warmup_steps, num_decay_steps=cfg.steps,
                                                     peak_lr=cfg.lr, decay_lr=cfg.lr / 10)
