@@ -20,7 +20,7 @@ __all__ = ['Grads', 'gradient_stats', 'compute_dot', 'SurgeryInfo', 'surgery_inf
            'merge_coefficients', 'surgery_merge_', 'surgery_merge_granular_', 'surgery_summary']
 
 # %% ../nbs/01_grad_surgery.ipynb #ab323762
-_BLOCK = 1 << 18  # elements per block: 1 MiB of float32, small enough to stay in cache across three reductions
+_BLOCK = 1 << 20  # elements per float32 partial sum (4 MiB); the partial sums are combined in float64
 
 def _blocks(x: Tensor) -> tuple[Tensor, ...]:
     "Flat views of `x` in cache-sized blocks, promoted to at least float32."
@@ -31,7 +31,7 @@ def _blocks(x: Tensor) -> tuple[Tensor, ...]:
 
 def _sum64(parts: list[Tensor]) -> float:
     "Sum of scalar tensors in float64."
-    return torch.stack([p.double() for p in parts]).sum().item() if parts else 0.0
+    return torch.stack(parts).double().sum().item() if parts else 0.0
 
 def gradient_stats(g_task: Grads, g_ret: Grads) -> tuple[float, float, float]:
     "`(g_task·g_ret, ‖g_task‖², ‖g_ret‖²)` of the concatenated gradient lists, accumulated in float64."

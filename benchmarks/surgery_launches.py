@@ -1,0 +1,109 @@
+"""The surgery's reductions and the finiteness check at pi0_fast's real tensor shapes: kernel launches and time, side by side
+with the code of an earlier commit.
+
+    python benchmarks/surgery_launches.py                  # against ce808a0 (blocks of 2^18, a sync per tensor)
+    python benchmarks/surgery_launches.py --ref COMMIT
+
+Launches are counted at gemma_2b's 603 parameter shapes on the meta device (every non-view ATen operation, and the
+host syncs, `.item()`/`bool()`); times are measured on the CPU at the gemma_300m variant's shapes (the 2.9 B model's
+two float32 gradient lists do not fit in this machine's memory), min of 3 runs, both versions on the same tensors.
+"""
+import argparse
+import ast
+import subprocess
+import time
+from collections import Counter
+
+import torch
+from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+from lerobot.datasets.utils import dataset_to_policy_features
+from lerobot.policies.pi0_fast import modeling_pi0_fast
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from craft.full import teacher_config
+from craft.grad_surgery import gradient_stats
+from craft.pi0_fast import Pi0FastSize, building
+from craft.pi0_fast_compat import ensure_siglip_check
+from craft.train import _finite
+
+
+def shapes(variant: str) -> list[torch.Size]:
+    "The trainable parameter shapes of LeRobot's pi0_fast `variant` (built on the meta device)."
+    ensure_siglip_check()
+    meta = LeRobotDatasetMetadata("insertion", root="data/insertion")
+    config = teacher_config({"paligemma_variant": variant, "device": "cpu"}, dataset_to_policy_features(meta.features))
+    with building(config, Pi0FastSize()), torch.device("meta"):
+        model = modeling_pi0_fast.PI0FastPytorch(config)
+    return [p.shape for p in model.parameters() if p.requires_grad]
+
+
+def reference(ref: str, path: str, names: set[str]) -> dict:
+    "The functions and constants `names` of `path` at commit `ref`, run apart: the code before the change."
+    source = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True, check=True).stdout
+    keep = [n for n in ast.parse(source).body
+            if getattr(n, "name", None) in names or (isinstance(n, ast.Assign) and n.targets[0].id in names)]
+    space = {"torch": torch, "Tensor": torch.Tensor, "Grads": list}
+    exec(compile(ast.Module(keep, type_ignores=[]), f"{ref}:{path}", "exec"), space)
+    return space
+
+
+class Launches(TorchDispatchMode):
+    "Counts non-view ATen operations and host syncs; a sync on the meta device reads 1."
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.syncs = Counter(), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.syncs += 1
+            return 1
+        if not func.is_view:
+            self.ops[func.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(fn, grads) -> Launches:
+    "What `fn(*grads)` launches."
+    with Launches() as launches:
+        fn(*grads)
+    return launches
+
+
+def best_time(fn, args, repeats: int = 3) -> float:
+    "Fastest of `repeats` runs, seconds."
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(ref: str) -> None:
+    old_stats = reference(ref, "craft/grad_surgery.py", {"_BLOCK", "_blocks", "_sum64", "gradient_stats"})
+    old_finite = reference(ref, "craft/train.py", {"_finite"})["_finite"]
+    versions = {f"{ref} (before)": (old_stats["gradient_stats"], old_finite), "now": (gradient_stats, _finite)}
+    real = shapes("gemma_2b")
+    meta = [torch.empty(s, device="meta") for s in real]
+    print(f"gemma_2b: {len(real)} tensors, {sum(s.numel() for s in real) / 1e9:.3f} B elements")
+    for name, (stats, finite) in versions.items():
+        s, f = count(stats, (meta, meta)), count(finite, (meta,))
+        print(f"  {name:>18}: surgery reductions {sum(s.ops.values()):6d} launches, {s.syncs} syncs; "
+              f"finiteness check {sum(f.ops.values()):5d} launches, {f.syncs} syncs")
+    small = shapes("gemma_300m")
+    gen = torch.Generator().manual_seed(0)
+    task, ret = ([torch.randn(s, generator=gen) for s in small] for _ in range(2))
+    print(f"gemma_300m on the CPU ({torch.get_num_threads()} threads): {len(small)} tensors, "
+          f"{sum(s.numel() for s in small) / 1e9:.3f} B elements")
+    results = {name: (stats(task, ret), best_time(stats, (task, ret)), best_time(finite, (task,)))
+               for name, (stats, finite) in versions.items()}
+    for name, (values, t_stats, t_finite) in results.items():
+        print(f"  {name:>18}: reductions {t_stats:.3f} s, finiteness {t_finite:.3f} s; "
+              f"dot {values[0]:.6e}, |task|² {values[1]:.6e}, |ret|² {values[2]:.6e}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="ce808a0", help="the commit whose code is compared")
+    main(parser.parse_args().ref)
