@@ -33,10 +33,10 @@ from .project import readable_weights
 from .vla import TOKEN_TYPES, select_layers
 
 # %% auto #0
-__all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'CRAFT_FILES',
-           'Pi0FastSize', 'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy', 'hidden_states',
-           'token_logprobs', 'continuation_logprob', 'choice_logprobs', 'is_checkpoint', 'from_pretrained',
-           'load_lerobot_weights']
+__all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'OLD_LAYOUT',
+           'CRAFT_FILES', 'Pi0FastSize', 'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy',
+           'hidden_states', 'token_logprobs', 'continuation_logprob', 'choice_logprobs', 'is_checkpoint',
+           'from_pretrained', 'load_lerobot_weights']
 
 # %% ../nbs/19_pi0_fast.ipynb #42a003c0
 @dataclass(frozen=True)
@@ -279,6 +279,7 @@ Pi0FastPolicy.choice_logprobs = choice_logprobs
 
 # %% ../nbs/19_pi0_fast.ipynb #b2877aae
 TEXT_TOKENIZER, ACTION_TOKENIZER = "text_tokenizer", "action_tokenizer"
+OLD_LAYOUT = "model.pi0_paligemma."     # LeRobot ≤ 0.3's PI0FASTPolicy (lerobot/pi0fast_base)
 CRAFT_FILES = ("config.json", "model.safetensors", SIZE_FILE, STATS_FILE, TEXT_TOKENIZER, ACTION_TOKENIZER)
 
 def _save_pretrained(self, save_directory: Path) -> None:
@@ -335,6 +336,10 @@ def load_lerobot_weights(policy: Pi0FastPolicy, name: str | Path) -> None:
     path = cached_file(str(name), "model.safetensors")
     with readable_weights(path):
         state = load_file(path)
+    if any(k.startswith(OLD_LAYOUT) for k in state):
+        raise ValueError(f"{name} is a checkpoint of LeRobot ≤ 0.3's PI0FASTPolicy (weights under `{OLD_LAYOUT}*`), "
+                         "which LeRobot 0.4.4's pi0_fast does not read: use its checkpoint, "
+                         "teacher.pretrained: lerobot/pi0fast-base")
     state = policy._fix_pytorch_state_dict_keys(state, policy.config)         # LeRobot's own remapping
     state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
     missing, unexpected = policy.load_state_dict(state, strict=False)
