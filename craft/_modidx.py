@@ -31,6 +31,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'craft/anchor_cache.py'),
                                     'craft.anchor_cache._check_fit': ('anchor_cache.html#_check_fit', 'craft/anchor_cache.py'),
                                     'craft.anchor_cache._file_sha256': ('anchor_cache.html#_file_sha256', 'craft/anchor_cache.py'),
+                                    'craft.anchor_cache._half': ('anchor_cache.html#_half', 'craft/anchor_cache.py'),
                                     'craft.anchor_cache._manifest': ('anchor_cache.html#_manifest', 'craft/anchor_cache.py'),
                                     'craft.anchor_cache._read_shards': ('anchor_cache.html#_read_shards', 'craft/anchor_cache.py'),
                                     'craft.anchor_cache._references': ('anchor_cache.html#_references', 'craft/anchor_cache.py'),

@@ -82,11 +82,20 @@ def draw_anchors(frames, split: str, count: int, seed: int) -> Tensor:
         raise ValueError(f"cache.num_anchors = {count} is more than the {len(rows)} frames of split {split!r}")
     return rows[np.random.default_rng(seed).choice(len(rows), size=count, replace=False)]
 
+def _half(name: str, feature: Tensor) -> Tensor:
+    "`feature` as the cache stores it (float16, on the CPU), or an error counting the values float16 cannot hold."
+    bad = int((~torch.isfinite(feature) | (feature.abs() > torch.finfo(torch.float16).max)).sum())
+    if bad:
+        raise AnchorCacheError(f"{bad} of {feature.numel()} teacher feature values of {name} are not finite or lie "
+                               "beyond float16's range (±65 504), which the cache stores: every retention step would "
+                               "be skipped; anchor other layers or poolings (craft.retention_layers, retention_pools)")
+    return feature.to(torch.float16).cpu()
+
 @torch.no_grad()
 def teacher_targets(policy, images: list, prompts: list[str], craft: CraftConfig) -> dict[str, Tensor]:
     "What the cache stores for a batch: float16 pooled features, or the greedy tokens and <eos> padded with −1."
     if craft.retention_mode == "hidden":
-        return {k: v.to(torch.float16).cpu() for k, v in anchor_features(policy, images, prompts, craft).items()}
+        return {k: _half(k, v) for k, v in anchor_features(policy, images, prompts, craft).items()}
     if not hasattr(policy, "generate_action_tokens"):
         raise AnchorCacheError(f"craft.retention_mode = 'token' needs a policy that decodes its own action tokens "
                                f"(small_vla); {type(policy).__name__} anchors hidden states: "
