@@ -55,6 +55,7 @@ class TrainConfig:
     question_weight: float = 0.0      # co-training (Knowledge-Insulation-style): weight of the answer loss on the
     question_batch: int = 8           #   teacher's training questions, question_batch of them per step
     mixed_precision: str = "no"       # "bf16": forward passes in bfloat16 (autocast) over fp32 master weights
+    final_optimizer: bool = False     # keep AdamW's state in final/ too (to train on past the end; 23 GB for pi0_fast)
 
     def __post_init__(self):
         check_types(self)
@@ -335,7 +336,8 @@ def save_checkpoint(folder: str | Path, policy, optimizer, scheduler, cfg: Train
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     policy.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if optimizer is not None:                              # None: a final/ without AdamW's state
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "train_config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg),
                                                        "craft": dataclasses.asdict(craft)}, indent=2) + "\n")
@@ -364,7 +366,10 @@ def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: Run
                                 "another step_NNNNNN/ or final/")
     with readable_weights(folder / "model.safetensors"):
         load_model(policy, folder / "model.safetensors")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if (folder / "optimizer.pt").is_file():
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    elif folder.name != "final":                           # a finished run needs no optimizer to end
+        raise FileNotFoundError(f"{folder} lacks optimizer.pt: resume from another checkpoint")
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     saved = torch.load(folder / "craft_state.pt", weights_only=True)
     state.dual.load_state_dict(saved["dual"])
@@ -448,8 +453,10 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
                 if log:
                     log(row)
         if main and (step % cfg.save_freq == 0 or step == cfg.steps):
-            name = "final" if step == cfg.steps else f"step_{step:06d}"
-            save_checkpoint(out / name, policy, optimizer, scheduler, cfg, craft, state, loaders, step, history, rows)
+            final = step == cfg.steps
+            kept = None if final and not cfg.final_optimizer else optimizer
+            save_checkpoint(out / ("final" if final else f"step_{step:06d}"), policy, kept, scheduler, cfg, craft,
+                            state, loaders, step, history, rows)
             prune_checkpoints(out, cfg.keep_last)
     return rows
 

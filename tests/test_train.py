@@ -21,7 +21,7 @@ def test_both_methods_train_and_checkpoint(repo):
     steps, k = TINY["train"]["steps"], 5                                 # params.yaml craft.retention_freq
     for method in ("baseline", "craft"):
         final = repo / "models" / method / "final"
-        assert {"config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "train_config.json",
+        assert {"config.json", "model.safetensors", "scheduler.pt", "train_config.json",
                 "craft_state.pt", "lambda_history.csv"} <= {p.name for p in final.iterdir()}
         report = json.loads((repo / "metrics" / "train" / f"{method}.json").read_text())
         assert report["steps"] == steps and report["final"]["train/skipped_steps"] == 0
