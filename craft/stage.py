@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'StageError', 'declared_parameters',
-           'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'main', 'partial_path', 'replace_whole',
-           'replacing']
+__all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
+           'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
+           'launch_command', 'launch_stage', 'main', 'partial_path', 'replace_whole', 'replacing']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -92,23 +92,82 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one parameter, its value parsed as YAML")
     parser.add_argument("--stage", help="the stage's name in messages (default: OUTPUT's name)")
+    parser.add_argument("--launch", action="store_true",
+                        help="run under `accelerate launch` as the params file's `launch` section says")
     return parser.parse_args(argv)
+
+LAUNCH_DEFAULTS = {"processes": 1, "config": ""}
+
+def launch_section(params_file: str | Path) -> dict:
+    "The params file's `launch` section (processes, accelerate config file), checked."
+    given = (yaml.safe_load(Path(params_file).read_text()) or {}).get("launch") or {}
+    unknown = sorted(set(given) - set(LAUNCH_DEFAULTS))
+    if unknown:
+        raise StageError(f"{params_file}: launch.{unknown[0]} is not a launch setting (they are "
+                         f"{', '.join(LAUNCH_DEFAULTS)})")
+    section = {**LAUNCH_DEFAULTS, **given}
+    if not isinstance(section["processes"], int) or section["processes"] < 1:
+        raise StageError(f"{params_file}: launch.processes = {section['processes']!r} must be an integer ≥ 1")
+    if section["config"] and not Path(section["config"]).is_file():
+        raise StageError(f"{params_file}: launch.config = {section['config']!r} is no file: write one with "
+                         "`accelerate config --config_file PATH`, or leave it empty")
+    return section
+
+def launch_command(argv: list[str], processes: int, config: str = "") -> list[str]:
+    "`accelerate launch` of this stage in `processes` processes: GPUs when there are enough, else CPUs (gloo)."
+    import torch
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if config:
+        command += ["--config_file", config]
+    else:
+        device = "--multi_gpu" if torch.cuda.device_count() >= processes else "--cpu"
+        command += [device, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [*command, "-m", "craft.stage", *[a for a in argv if a != "--launch"]]
+
+def _rank() -> int:
+    "This process's rank under `accelerate launch` (0 alone)."
+    return int(os.environ.get("RANK", "0"))
+
+def launch_stage(argv: list[str], launch: dict, stage: str, start: float) -> int:
+    "Run the stage under `accelerate launch` in `launch['processes']` processes; 0 when every rank succeeded."
+    import subprocess
+
+    done = subprocess.run(launch_command(argv, launch["processes"], launch["config"]), check=False)
+    if done.returncode:
+        print(f"stage {stage} failed under `accelerate launch` (status {done.returncode})", file=sys.stderr)
+        return 1
+    print(f"stage {stage} done in {time.time() - start:.0f} s ({launch['processes']} processes)", file=sys.stderr)
+    return 0
 
 def main(argv: list[str] | None = None) -> int:
     "Run the stage of `argv`; 0 on success, 1 with one line on stderr on failure."
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_arguments(argv)
     stage, start = args.stage or Path(args.output).stem, time.time()
     try:
         parameters = stage_parameters(args.notebook, args.params,
                                       {name: yaml.safe_load(value) for name, value in args.parameter})
+        launch = launch_section(args.params) if args.launch else LAUNCH_DEFAULTS
     except (StageError, OSError, yaml.YAMLError) as error:
         print(f"stage {stage} cannot start: {error}", file=sys.stderr)
         return 1
-    line = run_stage(args.notebook, args.output, parameters, stage)
+    if launch["processes"] > 1:
+        return launch_stage(argv, launch, stage, start)
+    with contextlib.ExitStack() as stack:
+        output, streams = args.output, ()
+        if _rank() > 0:                            # a launched rank: its notebook and its prints go nowhere
+            import tempfile
+
+            output = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rank.ipynb"
+            null = stack.enter_context(open(os.devnull, "w"))
+            streams = (null, null)
+        line = run_stage(args.notebook, output, parameters, stage, *streams)
     if line:
         print(line, file=sys.stderr)
         return 1
-    print(f"stage {stage} done in {time.time() - start:.0f} s ({args.output})", file=sys.stderr)
+    if "RANK" not in os.environ:                   # launched ranks: the launching process reports
+        print(f"stage {stage} done in {time.time() - start:.0f} s ({args.output})", file=sys.stderr)
     return 0
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:

@@ -29,10 +29,10 @@ from .retention import anchor_features, hidden_retention_loss, token_retention_l
 from .stage import partial_path, replace_whole
 
 # %% auto #0
-__all__ = ['METHOD_SECTIONS', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs', 'method_record',
-           'write_method_configs', 'read_method_config', 'retention_loss', 'compute_precision', 'l2_init_', 'RunState',
-           'question_loss', 'update_step', 'process_shard', 'TaskLoader', 'concat_batches', 'ReplayLoader',
-           'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint',
+__all__ = ['METHOD_SECTIONS', 'BUCKET', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs',
+           'method_record', 'write_method_configs', 'read_method_config', 'retention_loss', 'compute_precision',
+           'l2_init_', 'RunState', 'question_loss', 'update_step', 'process_shard', 'TaskLoader', 'concat_batches',
+           'ReplayLoader', 'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint',
            'read_lambda_history', 'prune_checkpoints', 'log_line', 'check_master_weights', 'optimizer_and_scheduler',
            'fine_tune', 'run_signature', 'newest_checkpoint', 'resume_point', 'fine_tune_run']
 
@@ -132,17 +132,42 @@ def _world() -> int:
     "Processes in the run (1 without torch.distributed)."
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
+BUCKET = 1 << 25                      # elements per all-reduce (128 MiB of float32)
+
+def _collective_device() -> torch.device:
+    "Where the collectives run: this process's GPU under NCCL, else the CPU (gloo)."
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+def _buckets(tensors: list[Tensor], limit: int):
+    "Consecutive groups of same-dtype tensors of at most `limit` elements together (a larger tensor alone)."
+    by_dtype = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for same in by_dtype.values():
+        bucket, size = [], 0
+        for t in same:
+            if bucket and size + t.numel() > limit:
+                yield bucket
+                bucket, size = [], 0
+            bucket.append(t)
+            size += t.numel()
+        yield bucket
+
 def _sum_(tensors: list[Tensor]) -> None:
-    "Sum tensors across processes, in place (nothing to do in a single process)."
-    if _world() > 1:
-        for t in tensors:
-            dist.all_reduce(t)
+    "Sum tensors across processes, in place: one all-reduce per flat bucket (nothing to do in a single process)."
+    if _world() == 1:
+        return
+    for bucket in _buckets(tensors, BUCKET):
+        flat = torch.cat([t.reshape(-1) for t in bucket])                 # (Σ numel,)
+        dist.all_reduce(flat)
+        torch._foreach_copy_(bucket, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in bucket]),
+                                                                          bucket)])
 
 def _global(value: float) -> float:
-    "`value` summed across processes."
+    "`value` summed across processes, on the collectives' device."
     if _world() == 1:
         return float(value)
-    t = torch.tensor(float(value), dtype=torch.float64)
+    t = torch.tensor(float(value), dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return t.item()
 

@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import shutil
 import sys
 
 import pytest
@@ -49,6 +50,26 @@ def test_two_processes_agree_with_one(repo, tmp_path):
     for a, b in zip(lam_one, lam_two):
         assert abs(float(a["lambda"]) - float(b["lambda"])) < 1e-6
         assert abs(float(a["retention_loss"]) - float(b["retention_loss"])) < 1e-6
+
+
+def test_the_train_stage_runs_in_two_processes_through_dvc(repo, tmp_path):
+    two = tmp_path / "two"
+    shutil.copytree(repo, two)
+    params = yaml.safe_load((two / "params.yaml").read_text())
+    params["launch"] = {"processes": 2, "config": ""}
+    (two / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = run(["dvc", "repro", "train@craft"], two)
+    assert "Running stage 'train@craft'" in done.stdout and "train@craft' didn't change" not in done.stdout
+    assert "stage train@craft done in" in done.stderr and "(2 processes)" in done.stderr, done.stderr
+    one, both = (load_file(root / "models" / "craft" / "final" / "model.safetensors") for root in (repo, two))
+    for name, value in one.items():
+        assert torch.allclose(value, both[name], atol=1e-5), name
+    lam_one, lam_two = (history(root / "models" / "craft" / "final") for root in (repo, two))
+    assert len(lam_one) == len(lam_two) > 0
+    for a, b in zip(lam_one, lam_two):
+        assert abs(float(a["lambda"]) - float(b["lambda"])) < 1e-6
+    assert json.loads((two / "metrics" / "train" / "craft.json").read_text())["steps"] == TINY["train"]["steps"]
+    assert "up to date" in run(["dvc", "status", "train@craft"], two).stdout
 
 
 @pytest.fixture(scope="module")
