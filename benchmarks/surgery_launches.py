@@ -1,5 +1,4 @@
-"""The surgery's reductions and the finiteness check at pi0_fast's real tensor shapes: kernel launches and time, side by side
-with the code of an earlier commit.
+"""The surgery's reductions and the finiteness check at pi0_fast's real shapes: launches and time beside an earlier commit.
 
     python benchmarks/surgery_launches.py                  # against ce808a0 (blocks of 2^18, a sync per tensor)
     python benchmarks/surgery_launches.py --ref COMMIT

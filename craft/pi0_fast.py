@@ -34,9 +34,9 @@ from .vla import TOKEN_TYPES, select_layers
 
 # %% auto #0
 __all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'OLD_LAYOUT',
-           'CRAFT_FILES', 'Pi0FastSize', 'building', 'check_stats', 'save_stats', 'load_stats', 'Pi0FastPolicy',
-           'hidden_states', 'token_logprobs', 'continuation_logprob', 'choice_logprobs', 'is_checkpoint',
-           'from_pretrained', 'load_lerobot_weights']
+           'CRAFT_FILES', 'Pi0FastSize', 'building', 'uninitialised', 'check_stats', 'save_stats', 'load_stats',
+           'Pi0FastPolicy', 'hidden_states', 'token_logprobs', 'continuation_logprob', 'choice_logprobs',
+           'is_checkpoint', 'from_pretrained', 'load_lerobot_weights']
 
 # %% ../nbs/19_pi0_fast.ipynb #42a003c0
 @dataclass(frozen=True)
@@ -100,6 +100,39 @@ def building(config: PI0FastConfig, size: Pi0FastSize):
         yield
     finally:
         module.get_gemma_config, module.PaliGemmaForConditionalGeneration = gemma_config, paligemma
+
+def _materialised_(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    "Replace `model`'s meta parameters by uninitialised storage on `device`, then tie its transformers' weights again."
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.is_meta:
+                module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device=device), p.requires_grad)
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):        # tying made copies while the weights were on meta
+            module.tie_weights()
+    return model
+
+@contextlib.contextmanager
+def uninitialised(device: str):
+    "While pi0_fast builds: its parameters left uninitialised on `device` (buffers computed), for weights loaded next."
+    from accelerate import init_empty_weights
+
+    module = modeling_pi0_fast
+    original = module.PI0FastPytorch
+
+    def empty(*args, **kwargs):
+        with init_empty_weights(include_buffers=False):
+            model = original(*args, **kwargs)
+        return _materialised_(model, device)
+
+    module.PI0FastPytorch = empty
+    try:
+        yield
+    finally:
+        module.PI0FastPytorch = original
+
 
 # %% ../nbs/19_pi0_fast.ipynb #778fa38f
 DEFAULT_NORMALIZATION = {"VISUAL": NormalizationMode.IDENTITY, "STATE": NormalizationMode.QUANTILES,
@@ -312,7 +345,8 @@ def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: PI0Fast
         config.text_tokenizer_name = str(folder / TEXT_TOKENIZER)
         config.action_tokenizer_name = str(folder / ACTION_TOKENIZER)
         size = Pi0FastSize(**json.loads((folder / SIZE_FILE).read_text()))
-        policy = cls(config, size=size, dataset_stats=load_stats(folder / STATS_FILE), **kwargs)
+        with uninitialised(config.device or "cpu"):          # every weight is loaded next, strictly
+            policy = cls(config, size=size, dataset_stats=load_stats(folder / STATS_FILE), **kwargs)
         with readable_weights(folder / "model.safetensors"):
             load_model(policy, folder / "model.safetensors", strict=True, device=str(config.device or "cpu"))
         return policy.eval()
@@ -325,7 +359,8 @@ def from_pretrained(cls, pretrained_name_or_path: str | Path, *, config: PI0Fast
         raise FileNotFoundError(f"{pretrained_name_or_path} is neither a local folder nor in the Hugging Face cache: "
                                 f"download it once with `HF_HUB_OFFLINE=0 hf download {pretrained_name_or_path}` "
                                 f"({type(e).__name__})") from None
-    policy = cls(config, **kwargs)
+    with uninitialised(config.device or "cpu"):              # a weight left out is refused next
+        policy = cls(config, **kwargs)
     load_lerobot_weights(policy, pretrained_name_or_path)
     return policy.eval()
 

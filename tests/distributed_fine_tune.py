@@ -17,12 +17,12 @@ from craft.train import TaskLoader, TrainConfig, fine_tune, process_shard
 repo, out = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
 teacher = repo / "models" / "teacher"
+shard = process_shard()                                  # the process's device first, then the policy
 policy = SmallVLAPolicy.from_pretrained(teacher)
 craft = CraftConfig(enabled=True, anchor_cache_dir="cache/anchors", retention_freq=2, lambda_lr=0.5)
 frames = FrameSet({"data/insertion": decode_frames(repo / "data" / "insertion", policy.config.vla.image_size,
                                                    policy.config.chunk_size, progress=False)})
 cache = AnchorCacheDataset(repo / craft.anchor_cache_dir, teacher, craft, policy.config.vla.width)
 cfg = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, log_freq=1, save_freq=4)
-shard = process_shard()
 fine_tune(policy, TaskLoader(frames["data/insertion"], cfg.batch_size, cfg.seed, shard),
           AnchorLoader(cache, frames, 4, cfg.seed, shard), cfg, craft, out, progress=False)
