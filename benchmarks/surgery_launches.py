@@ -1,4 +1,4 @@
-"""The surgery's reductions and the finiteness check at pi0_fast's real shapes: launches and time beside an earlier commit.
+"""The surgery's reductions and finiteness check at pi0_fast's real shapes: launches and time beside an old commit.
 
     python benchmarks/surgery_launches.py                  # against ce808a0 (blocks of 2^18, a sync per tensor)
     python benchmarks/surgery_launches.py --ref COMMIT
