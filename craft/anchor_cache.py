@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,7 +139,7 @@ def anchor_samples(policy, frames, dataset: str, cfg: CacheConfig, questions: li
 def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, craft: CraftConfig,
                        cfg: CacheConfig, out: str | Path, progress: bool = True, questions: list | None = None) -> dict:
     "Run the frozen teacher over the anchors of `frames` and write the cache to `out`; returns the manifest."
-    out, start, layers = Path(out), time.time(), language_layers(policy)
+    out, layers = Path(out), language_layers(policy)
     hidden = craft.retention_mode == "hidden"
     if hidden:
         check_layers(craft.retention_layers, layers)    # before the teacher runs
@@ -163,7 +162,7 @@ def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, cr
                 "pools": list(craft.retention_pools) if hidden else [],
                 "feature_dim": policy.feature_width if hidden else None, "language_layers": layers,
                 "dtype": "float16" if hidden else "int32", "count": len(refs), "shards": shards,
-                "created": {**asdict(cfg), "seconds": round(time.time() - start, 3)}}
+                "created": asdict(cfg)}                          # no timings: identical anchors, identical bytes
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
