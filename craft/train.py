@@ -417,9 +417,11 @@ def prune_checkpoints(out: str | Path, keep_last: int) -> None:
 
 # %% ../nbs/14_train.ipynb #444b14e9
 def log_line(row: dict) -> str:
-    "The seed's log line: step | loss | grdn | lr | L_ret | λ | ε | conflict | cos."
-    return (f"step {row['step']:6d} | loss {row['loss']:.4f} | grdn {row['grad_norm']:.3f} | lr {row['lr']:.2e} | "
-            f"L_ret {row['retention_loss']:.4f} | λ {row['lambda']:.4f} | ε {row['epsilon']:.4f} | "
+    "The seed's log line: step | loss | grdn | lr, then L_ret | λ | ε | conflict | cos when CRaFT is on."
+    line = f"step {row['step']:6d} | loss {row['loss']:.4f} | grdn {row['grad_norm']:.3f} | lr {row['lr']:.2e}"
+    if math.isnan(row["lambda"]):                          # no constraint: no CRaFT columns to read as divergence
+        return line
+    return (f"{line} | L_ret {row['retention_loss']:.4f} | λ {row['lambda']:.4f} | ε {row['epsilon']:.4f} | "
             f"conflict {row['conflict']:.0f} | cos {row['cos']:+.3f}")
 
 METRIC_NAMES = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
