@@ -104,21 +104,20 @@ def build_teacher(spec: TeacherSpec, size: Pi0FastSize, section: dict, folder: s
     meta = LeRobotDatasetMetadata(repo_id_for(folder), root=folder)
     config = teacher_config(section, dataset_to_policy_features(meta.features), spec.pretrained)
     stats = check_stats(config, meta.stats)
-    made = None if spec.text_tokenizer and spec.action_tokenizer else Path(tempfile.mkdtemp(prefix="craft-tokenizers-"))
-    config.text_tokenizer_name = spec.text_tokenizer or str(
-        write_paligemma_tokenizer(made / "text", vocab_size=vocab))
-    if spec.action_tokenizer:
-        config.action_tokenizer_name = spec.action_tokenizer
-    else:
-        chunks = normalised_chunks(folder, config, stats, splits)
-        fast = FastActionProcessor.fit(chunks, spec.fast_scale, spec.fast_vocab)
-        config.action_tokenizer_name = str(write_fast_processor(made / "fast", fast))
-    torch.manual_seed(spec.seed)
-    if spec.pretrained:
-        policy = Pi0FastPolicy.from_pretrained(spec.pretrained, config=config, size=size, dataset_stats=stats)
-    else:
-        policy = Pi0FastPolicy(config, size, stats)
-    return policy
+    with tempfile.TemporaryDirectory(prefix="craft-tokenizers-") as scratch:   # made tokenizers: read while building
+        made = Path(scratch)
+        config.text_tokenizer_name = spec.text_tokenizer or str(
+            write_paligemma_tokenizer(made / "text", vocab_size=vocab))
+        if spec.action_tokenizer:
+            config.action_tokenizer_name = spec.action_tokenizer
+        else:
+            chunks = normalised_chunks(folder, config, stats, splits)
+            fast = FastActionProcessor.fit(chunks, spec.fast_scale, spec.fast_vocab)
+            config.action_tokenizer_name = str(write_fast_processor(made / "fast", fast))
+        torch.manual_seed(spec.seed)
+        if spec.pretrained:
+            return Pi0FastPolicy.from_pretrained(spec.pretrained, config=config, size=size, dataset_stats=stats)
+        return Pi0FastPolicy(config, size, stats)
 
 def save_teacher(policy: Pi0FastPolicy, folder: str | Path) -> Path:
     "Write the teacher to `folder` through a temporary sibling, then rename: a half-written teacher never exists."
