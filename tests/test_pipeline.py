@@ -86,6 +86,19 @@ def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path, section,
     assert {path: (bad / path).read_bytes() for path in KEPT} == kept   # a failed stage destroys nothing
 
 
+def test_a_misspelt_train_key_is_named(repo, tmp_path):
+    typo = tmp_path / "typo"
+    shutil.copytree(repo, typo)
+    params = yaml.safe_load((typo / "params.yaml").read_text())
+    params["train"]["setps"] = params["train"].pop("steps")
+    (typo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro", "preview"], typo, check=False)
+    assert result.returncode != 0
+    failures = [line for line in result.stderr.splitlines() if line.startswith("stage ")]
+    assert len(failures) == 1 and "ConfigError: train.setps = " in failures[0], result.stderr
+    assert "is not a TrainConfig key; did you mean `steps`?" in failures[0]
+
+
 def test_a_craft_knob_retrains_craft_only(repo, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(repo, changed)
