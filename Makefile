@@ -37,11 +37,12 @@ export-check:  ## craft/ must be exactly what nbdev-export makes from nbs/
 	  echo "craft/ was out of date with nbs/: nbdev-export rewrote it. Review and commit craft/."; exit 1; \
 	fi; echo "exports in sync"
 
-nbtest:
-	nbdev-test --n-workers 2 --timing
+nbtest:  ## every module notebook, each named as it starts and ends
+	nbdev-test --n-workers 2 --timing --do-print
 
-pytest:
-	pytest
+pytest:  ## each test named as it passes
+	pytest -v
+
 
 lint:
 	ruff check craft tests benchmarks nbs plugins

@@ -459,6 +459,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'craft.stage.launch_section': ('stage.html#launch_section', 'craft/stage.py'),
                              'craft.stage.launch_stage': ('stage.html#launch_stage', 'craft/stage.py'),
                              'craft.stage.main': ('stage.html#main', 'craft/stage.py'),
+                             'craft.stage.missing_environment': ('stage.html#missing_environment', 'craft/stage.py'),
                              'craft.stage.parse_arguments': ('stage.html#parse_arguments', 'craft/stage.py'),
                              'craft.stage.partial_path': ('stage.html#partial_path', 'craft/stage.py'),
                              'craft.stage.replace_whole': ('stage.html#replace_whole', 'craft/stage.py'),

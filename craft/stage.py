@@ -19,7 +19,8 @@ import yaml
 # %% auto #0
 __all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
            'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
-           'launch_command', 'launch_stage', 'main', 'partial_path', 'replace_whole', 'replacing']
+           'launch_command', 'launch_stage', 'missing_environment', 'main', 'partial_path', 'replace_whole',
+           'replacing']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -140,11 +141,23 @@ def launch_stage(argv: list[str], launch: dict, stage: str, start: float) -> int
     print(f"stage {stage} done in {time.time() - start:.0f} s ({launch['processes']} processes)", file=sys.stderr)
     return 0
 
+def missing_environment() -> str | None:
+    "What this Python lacks to run a stage (the project's environment, which has papermill), or None."
+    try:
+        import papermill  # noqa: F401
+    except ImportError:
+        return (f"{sys.executable} lacks papermill: `dvc repro` found a Python outside the project's environment; "
+                "activate it first (`source .venv/bin/activate`) or run `make repro`")
+    return None
+
 def main(argv: list[str] | None = None) -> int:
     "Run the stage of `argv`; 0 on success, 1 with one line on stderr on failure."
     argv = sys.argv[1:] if argv is None else argv
     args = parse_arguments(argv)
     stage, start = args.stage or Path(args.output).stem, time.time()
+    if missing := missing_environment():
+        print(f"stage {stage} cannot start: {missing}", file=sys.stderr)
+        return 1
     try:
         parameters = stage_parameters(args.notebook, args.params,
                                       {name: yaml.safe_load(value) for name, value in args.parameter})
