@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,12 +30,13 @@ from .retention import anchor_features, hidden_retention_loss, token_retention_l
 from .stage import partial_path, replace_whole
 
 # %% auto #0
-__all__ = ['METHOD_SECTIONS', 'BUCKET', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'TrainConfig', 'method_configs',
-           'method_record', 'write_method_configs', 'read_method_config', 'retention_loss', 'compute_precision',
-           'l2_init_', 'RunState', 'question_loss', 'update_step', 'process_shard', 'TaskLoader', 'concat_batches',
-           'ReplayLoader', 'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint', 'load_checkpoint',
-           'read_lambda_history', 'prune_checkpoints', 'log_line', 'check_master_weights', 'optimizer_and_scheduler',
-           'fine_tune', 'run_signature', 'newest_checkpoint', 'resume_point', 'fine_tune_run']
+__all__ = ['METHOD_SECTIONS', 'BUCKET', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'HOLDER_FILE', 'TrainConfig',
+           'method_configs', 'method_record', 'write_method_configs', 'read_method_config', 'retention_loss',
+           'compute_precision', 'l2_init_', 'RunState', 'question_loss', 'update_step', 'process_shard', 'TaskLoader',
+           'concat_batches', 'ReplayLoader', 'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint',
+           'load_checkpoint', 'read_lambda_history', 'prune_checkpoints', 'log_line', 'check_master_weights',
+           'optimizer_and_scheduler', 'fine_tune', 'check_not_held', 'run_signature', 'newest_checkpoint',
+           'resume_point', 'fine_tune_run']
 
 # %% ../nbs/14_train.ipynb #28f054a0
 @dataclass(frozen=True)
@@ -488,7 +490,25 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
     return rows
 
 # %% ../nbs/14_train.ipynb #194a0a94
-RUN_FILE = "run.json"
+RUN_FILE, HOLDER_FILE = "run.json", "trainer.pid"
+
+def _alive(pid: int) -> bool:
+    "Whether process `pid` runs on this machine."
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                                # another user's process
+        return True
+    return True
+
+def check_not_held(partial: Path) -> None:
+    "Refuse `partial` while another live process trains into it (its pid in HOLDER_FILE)."
+    holder = partial / HOLDER_FILE
+    pid = int(holder.read_text().split()[0]) if holder.is_file() else os.getpid()
+    if pid != os.getpid() and _alive(pid):
+        raise RuntimeError(f"{partial} is held by a live training (process {pid}): wait for it to end, or stop it "
+                           f"(`kill {pid}`), then run the stage again")
 
 def run_signature(cfg: TrainConfig, craft: CraftConfig, teacher_dir: str | Path, datasets: list[str]) -> dict:
     "What a partial run must share with this one to be continued: configurations, teacher, datasets."
@@ -514,6 +534,8 @@ def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, 
     from dvclive import Live
 
     partial, live_partial, main = partial_path(model_dir), partial_path(live_dir), tasks.rank == 0
+    if main:
+        check_not_held(partial)                            # before anything in it changes
     resume = resume_point(partial, signature)
     if main and resume is None:
         if partial.exists():
@@ -523,6 +545,8 @@ def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, 
         (partial / RUN_FILE).write_text(json.dumps(signature, indent=2) + "\n")
     elif main:
         print(f"resuming the interrupted run from {resume}")
+    if main:
+        (partial / HOLDER_FILE).write_text(f"{os.getpid()}\n")
     if _world() > 1:
         dist.barrier()
     if not main:
@@ -533,5 +557,6 @@ def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, 
         rows = fine_tune(policy, tasks, anchors, cfg, craft, partial, log=live_logger(live, names=METRIC_NAMES),
                          resume=resume, progress=progress, questions=questions)
     replace_whole(live_partial, live_dir)
+    (partial / HOLDER_FILE).unlink()
     replace_whole(partial, model_dir)
     return rows
