@@ -454,6 +454,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'craft.stage._rank': ('stage.html#_rank', 'craft/stage.py'),
                              'craft.stage._remove': ('stage.html#_remove', 'craft/stage.py'),
                              'craft.stage.declared_parameters': ('stage.html#declared_parameters', 'craft/stage.py'),
+                             'craft.stage.end_with_parent': ('stage.html#end_with_parent', 'craft/stage.py'),
                              'craft.stage.failure_line': ('stage.html#failure_line', 'craft/stage.py'),
                              'craft.stage.launch_command': ('stage.html#launch_command', 'craft/stage.py'),
                              'craft.stage.launch_section': ('stage.html#launch_section', 'craft/stage.py'),
