@@ -19,8 +19,8 @@ import yaml
 # %% auto #0
 __all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
            'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
-           'launch_command', 'launch_stage', 'missing_environment', 'end_with_parent', 'main', 'partial_path',
-           'replace_whole', 'replacing']
+           'launch_command', 'launch_stage', 'missing_environment', 'starter', 'end_with_starter', 'main',
+           'partial_path', 'replace_whole', 'replacing']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -150,21 +150,30 @@ def missing_environment() -> str | None:
                 "activate it first (`source .venv/bin/activate`) or run `make repro`")
     return None
 
-def end_with_parent(stage: str, every: float = 1.0) -> None:
-    "From now on, once the process that started this one is gone (a `kill -9` of dvc), end this stage's processes."
+def starter():
+    "The process that started this stage: its parent, or above it the `sh -c` that ran the stage's command (dvc's)."
+    import psutil
+
+    parent = psutil.Process().parent()
+    if parent.cmdline()[1:2] == ["-c"] and os.path.basename(parent.cmdline()[0]) in ("sh", "dash", "bash", "zsh"):
+        parent = parent.parent() or parent
+    return parent
+
+def end_with_starter(stage: str, every: float = 1.0) -> None:
+    "From now on, once what started this stage is gone (a `kill -9` of dvc), end the stage and its processes."
     import threading
 
-    parent = os.getppid()
+    import psutil
+
+    watched = starter()
 
     def watch():
-        import psutil
-
-        while os.getppid() == parent:
+        while watched.is_running():
             time.sleep(every)
         for child in psutil.Process().children(recursive=True):     # the kernel, the launched ranks
             child.kill()
         with contextlib.suppress(OSError):
-            print(f"stage {stage} stopped: the process that started it ({parent}) is gone", file=sys.stderr)
+            print(f"stage {stage} stopped: the process that started it ({watched.pid}) is gone", file=sys.stderr)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing := missing_environment():
         print(f"stage {stage} cannot start: {missing}", file=sys.stderr)
         return 1
-    end_with_parent(stage)
+    end_with_starter(stage)
     try:
         parameters = stage_parameters(args.notebook, args.params,
                                       {name: yaml.safe_load(value) for name, value in args.parameter})
