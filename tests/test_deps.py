@@ -55,4 +55,4 @@ def test_a_stage_depends_on_every_craft_module_it_runs(pipeline, name, notebook,
     cells = nbformat.read(ROOT / notebook, as_version=4).cells
     imported = craft_imports("\n".join(c.source for c in cells if c.cell_type == "code"))
     missing = sorted(closure(imported | listed) - listed)
-    assert not missing, f"{pipeline} stage {name} ({notebook}) lacks deps " + ", ".join(f"craft/{m}.py" for m in missing)
+    assert not missing, f"{pipeline} stage {name} ({notebook}) lacks " + ", ".join(f"craft/{m}.py" for m in missing)
