@@ -9,12 +9,13 @@ import contextlib
 import importlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 from .project import restore_hint
 
 # %% auto #0
-__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'load_policy', 'language_layers',
+__all__ = ['INTERFACE', 'POLICY_CLASSES', 'policy_class', 'missing_members', 'scratch_tempdir', 'load_policy', 'language_layers',
            'checkpoint_folders']
 
 # %% ../nbs/20_policy.ipynb #7429d083
@@ -34,6 +35,16 @@ def missing_members(cls: type) -> list[str]:
     "The members of CRaFT's policy interface that `cls` lacks."
     return [name for name in INTERFACE if not hasattr(cls, name)]
 
+@contextlib.contextmanager
+def scratch_tempdir():
+    "Temporary files made inside go to a folder removed on exit (LeRobot leaves a JSON file per config it reads)."
+    with tempfile.TemporaryDirectory(prefix="craft-load-") as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
 def load_policy(folder: str | Path, **kwargs):
     "The policy saved in `folder` (its config.json names the type), with its tokenizers, in eval mode; quietly."
     config = Path(folder) / "config.json"
@@ -47,7 +58,7 @@ def load_policy(folder: str | Path, **kwargs):
                          f"{restore_hint(config)}") from None
     except (KeyError, TypeError):
         raise ValueError(f"{config} names no policy `type` (small_vla or pi0_fast): {restore_hint(config)}") from None
-    with contextlib.redirect_stdout(io.StringIO()):              # LeRobot prints "Loading weights from local directory"
+    with contextlib.redirect_stdout(io.StringIO()), scratch_tempdir():   # LeRobot prints "Loading weights from …"
         return policy_class(kind).from_pretrained(folder, **kwargs).eval()
 
 def language_layers(policy) -> int:
