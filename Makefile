@@ -37,11 +37,14 @@ export-check:  ## craft/ must be exactly what nbdev-export makes from nbs/
 	  echo "craft/ was out of date with nbs/: nbdev-export rewrote it. Review and commit craft/."; exit 1; \
 	fi; echo "exports in sync"
 
+# the notebooks' and tests' temporary files go to a folder of their own, removed when they end
+IN_SCRATCH = scratch=$$(mktemp -d); TMPDIR=$$scratch $(1); status=$$?; rm -rf $$scratch; exit $$status
+
 nbtest:  ## every module notebook, each named as it starts and ends
-	nbdev-test --n-workers 2 --timing --do-print
+	@$(call IN_SCRATCH,nbdev-test --n-workers 2 --timing --do-print)
 
 pytest:  ## each test named as it passes
-	pytest -v
+	@$(call IN_SCRATCH,pytest -v)
 
 
 lint:
