@@ -513,7 +513,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'craft.train.TrainConfig': ('train.html#trainconfig', 'craft/train.py'),
                              'craft.train.TrainConfig.__post_init__': ('train.html#trainconfig.__post_init__', 'craft/train.py'),
                              'craft.train.TrainConfig.replay_samples': ('train.html#trainconfig.replay_samples', 'craft/train.py'),
-                             'craft.train._alive': ('train.html#_alive', 'craft/train.py'),
                              'craft.train._buckets': ('train.html#_buckets', 'craft/train.py'),
                              'craft.train._collective_device': ('train.html#_collective_device', 'craft/train.py'),
                              'craft.train._finite': ('train.html#_finite', 'craft/train.py'),

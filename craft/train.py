@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -492,21 +493,11 @@ def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out:
 # %% ../nbs/14_train.ipynb #194a0a94
 RUN_FILE, HOLDER_FILE = "run.json", "trainer.pid"
 
-def _alive(pid: int) -> bool:
-    "Whether process `pid` runs on this machine."
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:                                # another user's process
-        return True
-    return True
-
 def check_not_held(partial: Path) -> None:
     "Refuse `partial` while another live process trains into it (its pid in HOLDER_FILE)."
     holder = partial / HOLDER_FILE
     pid = int(holder.read_text().split()[0]) if holder.is_file() else os.getpid()
-    if pid != os.getpid() and _alive(pid):
+    if pid != os.getpid() and psutil.pid_exists(pid):
         raise RuntimeError(f"{partial} is held by a live training (process {pid}): wait for it to end, or stop it "
                            f"(`kill {pid}`), then run the stage again")
 
