@@ -22,6 +22,17 @@ TINY = {"train": {"steps": 12, "batch_size": 4, "warmup_steps": 2, "log_freq": 3
         "grid": {"methods": ["baseline", "replay"], "seeds": [0, 1]}}
 # Stage notebooks that are not DVC stages: the collection notebook made the raw data behind data.dvc.
 NOT_STAGES = {"00_collect.ipynb"}
+PIPELINES = ("dvc.yaml", "grid/dvc.yaml", "full/dvc.yaml", "frontier/dvc.yaml")
+
+
+def stages(dvcfile: str = "dvc.yaml") -> dict:
+    "The stages of a dvc.yaml file: the default experiment's, or another pipeline's (grid/, full/, frontier/)."
+    return yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
+
+
+def stage_command(stage: dict) -> str:
+    "A stage's command as one line (DVC takes a string or a list of lines)."
+    return " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
 
 
 def merged(params: dict, overrides: dict) -> dict:

@@ -5,10 +5,8 @@ import re
 
 import nbformat
 import pytest
-import yaml
-from conftest import ROOT
+from conftest import PIPELINES, ROOT, stage_command, stages
 
-PIPELINES = ["dvc.yaml", "full/dvc.yaml", "grid/dvc.yaml", "frontier/dvc.yaml"]
 NOTEBOOK = re.compile(r"nbs/pipeline/\S+\.ipynb")
 
 
@@ -36,12 +34,11 @@ def closure(modules: set[str]) -> set[str]:
     return seen
 
 
-def stages():
+def notebook_stages():
     "(pipeline, stage name, its notebook, the craft modules its deps list) for every stage that runs a notebook."
     for pipeline in PIPELINES:
-        for name, stage in yaml.safe_load((ROOT / pipeline).read_text())["stages"].items():
-            command = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
-            notebook = NOTEBOOK.search(command).group(0)
+        for name, stage in stages(pipeline).items():
+            notebook = NOTEBOOK.search(stage_command(stage)).group(0)
             base = (ROOT / pipeline).parent / stage.get("wdir", ".")
             listed = {(base / d).resolve().relative_to(ROOT).as_posix() for d in stage.get("deps", [])
                       if "${" not in d}
@@ -49,7 +46,7 @@ def stages():
                                              if p.startswith("craft/")}
 
 
-@pytest.mark.parametrize("pipeline, name, notebook, listed", list(stages()),
+@pytest.mark.parametrize("pipeline, name, notebook, listed", list(notebook_stages()),
                          ids=lambda v: v if isinstance(v, str) and not v.endswith(".ipynb") else "")
 def test_a_stage_depends_on_every_craft_module_it_runs(pipeline, name, notebook, listed):
     cells = nbformat.read(ROOT / notebook, as_version=4).cells

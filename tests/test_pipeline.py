@@ -11,21 +11,15 @@ import nbformat
 import pytest
 import torch
 import yaml
-from conftest import BIN, NOT_STAGES, ROOT, TINY, printed, run
+from conftest import BIN, NOT_STAGES, PIPELINES, ROOT, TINY, printed, run, stage_command, stages
 
 # What a user produced, which a failed or killed stage must leave as it was.
 KEPT = ["plots/constraint_preview.png", "models/craft/final/model.safetensors", "metrics/train/craft.json",
         "dvclive/train/craft/plots/metrics/train/loss.tsv", "metrics/eval.json"]
 
 
-def stages(dvcfile: str = "dvc.yaml") -> dict:
-    "The stages of a dvc.yaml file: the default experiment's, or another pipeline's (grid/, full/, frontier/)."
-    return yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
-
-
 def test_every_pipeline_notebook_is_a_stage():
-    every = [s for f in ("dvc.yaml", "grid/dvc.yaml", "full/dvc.yaml", "frontier/dvc.yaml") for s in stages(f).values()]
-    commands = " ".join(" ".join(s["cmd"]) if isinstance(s["cmd"], list) else s["cmd"] for s in every)
+    commands = " ".join(stage_command(s) for f in PIPELINES for s in stages(f).values())
     notebooks = sorted(p.name for p in (ROOT / "nbs" / "pipeline").glob("*.ipynb") if p.name not in NOT_STAGES)
     assert notebooks, "nbs/pipeline holds no stage notebook"
     assert [n for n in notebooks if f"nbs/pipeline/{n}" not in commands] == []
