@@ -32,6 +32,7 @@ from craft.pi0_fast_tokenizers import (
     write_fast_processor,
     write_paligemma_tokenizer,
 )
+from .policy import scratch_tempdir
 from .pretrain import chunk_rows
 
 # %% auto #0
@@ -72,7 +73,8 @@ def _field_value(base, name: str, value):
 
 def teacher_config(section: dict, features: dict, pretrained: str = "") -> PI0FastConfig:
     "PI0FastConfig: the pretrained checkpoint's (or the defaults), `section`'s fields, the dataset's features."
-    base = PreTrainedConfig.from_pretrained(pretrained) if pretrained else PI0FastConfig()
+    with scratch_tempdir():                                   # LeRobot leaves a JSON file per config it reads
+        base = PreTrainedConfig.from_pretrained(pretrained) if pretrained else PI0FastConfig()
     if not isinstance(base, PI0FastConfig):
         raise ValueError(f"teacher.pretrained = {pretrained!r} is a {base.type} checkpoint, not pi0_fast")
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(PI0FastConfig) if f.init}
