@@ -55,8 +55,8 @@ def naive_surgery_merge(params, g_ret, lam: float, threshold: float) -> None:
 
 
 def ours(params, g_ret) -> None:
-    "The craft in-place path (weighted mode, projection on)."
-    surgery_merge_(params, g_ret, LAMBDA, "weighted", THRESHOLD, True)
+    "The craft in-place path on per-parameter lists (weighted mode, projection on)."
+    surgery_merge_([p.grad for p in params], g_ret, LAMBDA, "weighted", THRESHOLD, True)
 
 
 def naive(params, g_ret) -> None:

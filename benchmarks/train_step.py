@@ -13,7 +13,7 @@ import yaml
 
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
 from craft.config import CraftConfig, from_section
-from craft.grad_surgery import surgery_merge_
+from craft.grad_surgery import surgery_merge_granular_
 from craft.policy import load_policy
 from craft.pretrain import decode_datasets
 from craft.primal_dual import PrimalDual
@@ -42,21 +42,22 @@ def overhead(teacher, dataset: str, frames, cache, craft: CraftConfig, cfg: Trai
                 update_step(policy, b, opt, sched, cfg, run_craft, state, anchors, step[name])
             if r:
                 totals[name].append((time.perf_counter() - start) / k)
-    policy, tasks, anchors = runs["craft"][0], runs["craft"][-2], runs["craft"][-1]
+    policy, tasks, anchors, grads = runs["craft"][0], runs["craft"][-2], runs["craft"][-1], runs["craft"][4].grads
     params_ = [p for p in policy.parameters() if p.requires_grad]
     anchor_times, surgery_times = [], []
     for _ in range(rounds):
         inputs, targets = next(anchors)
         start = time.perf_counter()
         loss, _ = retention_loss(policy, inputs, targets, craft)
-        g_ret = list(torch.autograd.grad(loss, params_, allow_unused=True))
+        with grads.retention():                            # the trainer's buffers, as in a retention step
+            loss.backward()
         anchor_times.append(time.perf_counter() - start)
-        policy.zero_grad()
-        policy.task_loss(next(tasks))[0].backward()       # param.grad holds a real task gradient
+        grads.zero_task_()
+        policy.task_loss(next(tasks))[0].backward()       # the task buffer holds a real task gradient
         dual = PrimalDual.from_config(craft, 10_000)
         start = time.perf_counter()
-        surgery_merge_(params_, g_ret, dual.lam, craft.projection_mode, craft.conflict_threshold,
-                       craft.use_grad_projection)
+        surgery_merge_granular_(grads, dual.lam, craft.projection_mode, craft.conflict_threshold,
+                                craft.use_grad_projection, craft.surgery_granularity)
         dual.update(1, loss.item())
         surgery_times.append(time.perf_counter() - start)
     return {"k": k, "parameters": sum(p.numel() for p in params_), "task": min(totals["baseline"]),

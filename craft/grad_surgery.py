@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,21 +18,30 @@ Grads = Sequence[Tensor | None]
 
 # %% auto #0
 __all__ = ['Grads', 'gradient_stats', 'compute_dot', 'SurgeryInfo', 'surgery_info', 'project_if_conflict', 'merge_grads',
-           'merge_coefficients', 'surgery_merge_', 'surgery_merge_granular_', 'surgery_summary']
+           'merge_coefficients', 'surgery_merge_', 'FlatGrads', 'surgery_merge_granular_', 'surgery_summary']
 
 # %% ../nbs/01_grad_surgery.ipynb #ab323762
-_BLOCK = 1 << 20  # elements per float32 partial sum (4 MiB); the partial sums are combined in float64
+_BLOCK = 1 << 10  # elements per float32 partial sum (4 KiB); the partial sums are combined in float64
 
-def _blocks(x: Tensor) -> tuple[Tensor, ...]:
-    "Flat views of `x` in cache-sized blocks, promoted to at least float32."
+def _as32(x: Tensor) -> Tensor:
+    "`x` flat, promoted to at least float32."
     x = x.reshape(-1)
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
-    return x.split(_BLOCK)
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
-def _sum64(parts: list[Tensor]) -> float:
-    "Sum of scalar tensors in float64."
-    return torch.stack(parts).double().sum().item() if parts else 0.0
+def _partials(x: Tensor, y: Tensor) -> Tensor:
+    "Partial sums of `x·y`, one per block of `_BLOCK` elements and one for the tail."
+    whole = x.numel() // _BLOCK * _BLOCK
+    parts = []
+    if whole:                                                  # (blocks, 1, B) @ (blocks, B, 1) → (blocks,)
+        parts.append(torch.bmm(x[:whole].view(-1, 1, _BLOCK), y[:whole].view(-1, _BLOCK, 1)).view(-1))
+    if whole < x.numel():
+        parts.append(torch.dot(x[whole:], y[whole:]).view(1))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+def _sums64(*parts: list[Tensor]) -> list[float]:
+    "The float64 sum of each list of partial sums, in one host sync."
+    return torch.stack([torch.cat(p).double().sum() if p else torch.zeros((), dtype=torch.float64)
+                        for p in parts]).tolist()
 
 def gradient_stats(g_task: Grads, g_ret: Grads) -> tuple[float, float, float]:
     "`(g_task·g_ret, ‖g_task‖², ‖g_ret‖²)` of the concatenated gradient lists, accumulated in float64."
@@ -39,18 +49,17 @@ def gradient_stats(g_task: Grads, g_ret: Grads) -> tuple[float, float, float]:
         raise ValueError(f"gradient lists differ in length: {len(g_task)} task vs {len(g_ret)} retention entries")
     dots, task_sq, ret_sq = [], [], []
     for t, r in zip(g_task, g_ret):
+        if t is not None and r is not None and t.shape != r.shape:
+            raise ValueError(f"gradient shapes differ: task {tuple(t.shape)} vs retention {tuple(r.shape)}")
+        t, r = (None if g is None else _as32(g) for g in (t, r))
         if t is not None and r is not None:
-            if t.shape != r.shape:
-                raise ValueError(f"gradient shapes differ: task {tuple(t.shape)} vs retention {tuple(r.shape)}")
-            for tb, rb in zip(_blocks(t), _blocks(r)):
-                dots.append(torch.dot(tb, rb))
-                task_sq.append(torch.dot(tb, tb))
-                ret_sq.append(torch.dot(rb, rb))
-        elif t is not None:
-            task_sq += [torch.dot(tb, tb) for tb in _blocks(t)]
-        elif r is not None:
-            ret_sq += [torch.dot(rb, rb) for rb in _blocks(r)]
-    return _sum64(dots), _sum64(task_sq), _sum64(ret_sq)
+            dots.append(_partials(t, r))
+        if t is not None:
+            task_sq.append(_partials(t, t))
+        if r is not None:
+            ret_sq.append(_partials(r, r))
+    dot, t_sq, r_sq = _sums64(dots, task_sq, ret_sq)
+    return dot, t_sq, r_sq
 
 def compute_dot(a: Grads, b: Grads) -> float:
     "The dot product of the concatenated gradient lists `a` and `b` (float64 accumulation)."
@@ -114,35 +123,93 @@ def merge_coefficients(info: SurgeryInfo, lam: float, mode: str, use_projection:
         return 1.0, 1.0 - c
     raise ValueError(f"projection_mode {mode!r} is unknown; use one of {', '.join(PROJECTION_MODES)}")
 
-def surgery_merge_(params: Sequence[torch.nn.Parameter], g_ret: Grads, lam: float, mode: str = "weighted",
+def surgery_merge_(g_task: Sequence[Tensor], g_ret: Grads, lam: float, mode: str = "weighted",
                    conflict_threshold: float = -0.1, use_projection: bool = True) -> SurgeryInfo:
-    "Project and merge `g_ret` into `param.grad` (which holds the task gradient), in place."
-    g_task = [p.grad for p in params]
+    "Project and merge `g_ret` into the task gradient `g_task`, in place."
+    if any(t is None for t in g_task):
+        raise ValueError("the in-place merge writes into the task gradient: every entry of g_task must be a tensor")
     info = surgery_info(g_task, g_ret, conflict_threshold)
     a, b = merge_coefficients(info, lam, mode, use_projection)
-    both = [(t, r) for t, r in zip(g_task, g_ret) if t is not None and r is not None]
-    task_only = [t for t, r in zip(g_task, g_ret) if t is not None and r is None]
-    if a != 1.0 and (both or task_only):
-        torch._foreach_mul_([t for t, _ in both] + task_only, a)
+    both = [(t, r) for t, r in zip(g_task, g_ret) if r is not None]
+    if a != 1.0:
+        torch._foreach_mul_(list(g_task), a)
     if b != 0.0 and both:
         torch._foreach_add_([t for t, _ in both], [r for _, r in both], alpha=b)
-    for p, t, r in zip(params, g_task, g_ret):
-        if t is None and r is not None and b != 0.0:
-            p.grad = r.mul_(b)
     return info
 
+# %% ../nbs/01_grad_surgery.ipynb #d367748c
+class FlatGrads:
+    "The task and retention gradients of the parameters the task reaches, each in one flat buffer `param.grad` views."
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]):
+        "Adopt the gradients `params` hold now (after the first task backward) as the layout."
+        self.params = [p for p in params if p.grad is not None]
+        self.outside = [p for p in params if p.grad is None]
+        if not self.params:
+            raise ValueError("no parameter holds a gradient: run the task loss's backward pass before FlatGrads")
+        dtypes = sorted({str(p.grad.dtype) for p in self.params})
+        if len(dtypes) > 1:
+            raise ValueError(f"gradients of several dtypes ({', '.join(dtypes)}): one flat buffer needs one dtype")
+        size = -(-sum(p.numel() for p in self.params) // _BLOCK) * _BLOCK
+        self.task = torch.zeros(size, dtype=self.params[0].grad.dtype, device=self.params[0].grad.device)
+        self.task_views = self._views(self.task)
+        torch._foreach_copy_(self.task_views, [p.grad for p in self.params])
+        self.ret, self.ret_views = None, None
+        self._bind(self.task_views)
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        "Views of `flat` shaped like the parameters, in order."
+        sizes = [p.numel() for p in self.params]
+        return [part.view_as(p) for part, p in zip(flat[:sum(sizes)].split(sizes), self.params)]
+
+    def _bind(self, views: list[Tensor]) -> None:
+        "Point every parameter's `.grad` at its view."
+        for p, v in zip(self.params, views):
+            p.grad = v
+
+    def zero_task_(self) -> None:
+        "Zero the task buffer for the next backward pass (and point `param.grad` at it again)."
+        self.task.zero_()
+        self._bind(self.task_views)
+
+    def check_outside(self) -> None:
+        "Refuse a gradient on a parameter the first task backward did not reach."
+        reached = sum(p.grad is not None for p in self.outside)
+        if reached:
+            raise RuntimeError(f"{reached} parameter(s) without a task gradient at the first step received one "
+                               "later; the surgery's buffers do not hold them (a loss reaches parameters the "
+                               "task loss does not)")
+
+    @contextmanager
+    def retention(self):
+        "Within: `param.grad` views a zeroed retention buffer, for the retention backward (it lives until `drop_retention`)."
+        if self.ret is None:
+            self.ret = torch.zeros_like(self.task)
+            self.ret_views = self._views(self.ret)
+        else:
+            self.ret.zero_()
+        self._bind(self.ret_views)
+        try:
+            yield self.ret
+        finally:
+            self._bind(self.task_views)
+        self.check_outside()
+
+    def drop_retention(self) -> None:
+        "Free the retention buffer after the merge, so the optimizer step's temporaries can reuse its memory."
+        self.ret, self.ret_views = None, None
+
 # %% ../nbs/01_grad_surgery.ipynb #2adefc1e
-def surgery_merge_granular_(params: Sequence[torch.nn.Parameter], g_ret: Grads, lam: float, mode: str = "weighted",
-                            conflict_threshold: float = -0.1, use_projection: bool = True,
-                            granularity: str = "global") -> list[SurgeryInfo]:
-    "`surgery_merge_` once for all parameters (`global`) or once per parameter tensor (`tensor`); what each saw."
+def surgery_merge_granular_(grads: FlatGrads, lam: float, mode: str = "weighted", conflict_threshold: float = -0.1,
+                            use_projection: bool = True, granularity: str = "global") -> list[SurgeryInfo]:
+    "`surgery_merge_` of `grads` once for all parameters (`global`) or once per parameter tensor (`tensor`)."
     if granularity == "global":
-        return [surgery_merge_(params, g_ret, lam, mode, conflict_threshold, use_projection)]
+        return [surgery_merge_([grads.task], [grads.ret], lam, mode, conflict_threshold, use_projection)]
     if granularity != "tensor":
         raise ValueError(f"surgery granularity {granularity!r} is unknown; "
                          f"use one of {', '.join(SURGERY_GRANULARITIES)}")
-    return [surgery_merge_([p], [r], lam, mode, conflict_threshold, use_projection)
-            for p, r in zip(params, g_ret) if p.grad is not None or r is not None]
+    return [surgery_merge_([t], [r], lam, mode, conflict_threshold, use_projection)
+            for t, r in zip(grads.task_views, grads.ret_views)]
 
 def surgery_summary(infos: Sequence[SurgeryInfo]) -> tuple[float, float]:
     "(cosine of the whole task and retention gradients, share of the decisions that found a conflict)."

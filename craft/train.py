@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .anchor_cache import SeededCycle, teacher_fingerprint, token_targets
 from .config import ConfigError, CraftConfig, check_range, check_types, from_section
-from .grad_surgery import surgery_merge_granular_, surgery_summary
+from .grad_surgery import FlatGrads, surgery_merge_granular_, surgery_summary
 from .pretrain import question_batch
 from .primal_dual import PrimalDual
 from .project import live_logger, readable_weights
@@ -141,30 +141,12 @@ def _collective_device() -> torch.device:
     "Where the collectives run: this process's GPU under NCCL, else the CPU (gloo)."
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
-def _buckets(tensors: list[Tensor], limit: int):
-    "Consecutive groups of same-dtype tensors of at most `limit` elements together (a larger tensor alone)."
-    by_dtype = {}
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for same in by_dtype.values():
-        bucket, size = [], 0
-        for t in same:
-            if bucket and size + t.numel() > limit:
-                yield bucket
-                bucket, size = [], 0
-            bucket.append(t)
-            size += t.numel()
-        yield bucket
-
-def _sum_(tensors: list[Tensor]) -> None:
-    "Sum tensors across processes, in place: one all-reduce per flat bucket (nothing to do in a single process)."
+def _sum_(flat: Tensor) -> None:
+    "Sum a flat buffer across processes, in place, one all-reduce per `BUCKET` elements (nothing in one process)."
     if _world() == 1:
         return
-    for bucket in _buckets(tensors, BUCKET):
-        flat = torch.cat([t.reshape(-1) for t in bucket])                 # (Σ numel,)
-        dist.all_reduce(flat)
-        torch._foreach_copy_(bucket, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in bucket]),
-                                                                          bucket)])
+    for part in flat.split(BUCKET):
+        dist.all_reduce(part)
 
 def _global(value: float) -> float:
     "`value` summed across processes, on the collectives' device."
@@ -187,21 +169,18 @@ def compute_precision(params: list[Tensor], cfg: TrainConfig):
     "The forward passes' precision: bf16 autocast over the fp32 weights when `cfg.mixed_precision` is bf16."
     return torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
 
-def _finite(grads: list[Tensor | None]) -> bool:
-    "Whether every gradient is finite: one fused norm, one sync (an overflowing norm, useless to clipping, is not)."
-    present = [g for g in grads if g is not None]
-    return not present or bool(torch.stack(torch._foreach_norm(present)).isfinite().all())
+def _finite(flat: Tensor) -> bool:
+    "Whether a flat gradient is finite: one norm, one sync (an overflowing norm, useless to clipping, is not)."
+    return bool(torch.linalg.vector_norm(flat).isfinite())
 
 def l2_init_(params: list, init: list[Tensor], weight: float) -> float:
-    "Add the gradient of `(weight/2)·‖θ − θ₀‖²` (θ₀ = `init`) to each `param.grad`; returns the penalty."
-    diffs = torch._foreach_sub([p.detach() for p in params], init)
-    penalty = 0.5 * weight * sum(float(d.double().square().sum()) for d in diffs)
-    for p, d in zip(params, diffs):
-        if p.grad is None:
-            p.grad = d.mul_(weight)
-        else:
-            p.grad.add_(d, alpha=weight)
-    return penalty
+    "Add the gradient of `(weight/2)·‖θ − θ₀‖²` (θ₀ = `init`) to each present `param.grad`; returns the penalty."
+    reached = [(p, p0) for p, p0 in zip(params, init) if p.grad is not None]   # the rest never move
+    if not reached:
+        return 0.0
+    diffs = torch._foreach_sub([p.detach() for p, _ in reached], [p0 for _, p0 in reached])
+    torch._foreach_add_([p.grad for p, _ in reached], diffs, alpha=weight)
+    return 0.5 * weight * sum(float(d.double().square().sum()) for d in diffs)
 
 @dataclass
 class RunState:
@@ -212,6 +191,7 @@ class RunState:
     conflict: float = math.nan
     cos: float = math.nan
     init: list[Tensor] | None = None      # the teacher's weights, for `l2_init` (not checkpointed: the teacher is)
+    grads: FlatGrads | None = None        # the gradient buffers, from the first step on (not checkpointed)
 
 def question_loss(policy, records: list, images: list) -> tuple[Tensor, int]:
     "Mean cross-entropy of the answers of MCQ `records` given their images, and how many answer tokens it averages."
@@ -224,7 +204,10 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
     start = time.perf_counter()
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer.zero_grad(set_to_none=True)
+    if state.grads is None:
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        state.grads.zero_task_()
     with compute_precision(params, cfg):
         loss, units = policy.task_loss(batch)
     share = units / _global(units)
@@ -236,27 +219,30 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
         total = total + cfg.question_weight * q_loss * q_share
         answered = _global(q_loss.item() * q_share)
     total.backward()
-    grads = [p.grad for p in params]
-    _sum_([g for g in grads if g is not None])
+    if state.grads is None:
+        state.grads = FlatGrads(params)                    # the layout: the parameters the task reaches
+    grads = state.grads
+    grads.check_outside()
+    _sum_(grads.task)
     global_loss = _global(loss.item() * share)             # the global batch's loss, on every process
     penalty = l2_init_(params, state.init, cfg.l2_init_weight) if cfg.l2_init_weight > 0 else math.nan
-    grads = [p.grad for p in params]
-    ok = math.isfinite(global_loss) and (cfg.question_weight == 0 or math.isfinite(answered)) and _finite(grads)
+    ok = math.isfinite(global_loss) and (cfg.question_weight == 0 or math.isfinite(answered)) and _finite(grads.task)
     retained = None
     if ok and craft.enabled and step % craft.retention_freq == 0:
         inputs, targets = next(anchors)
         with compute_precision(params, cfg):
             l_ret, units = retention_loss(policy, inputs, targets, craft)
         r_share = units / _global(units)
-        g_ret = list(torch.autograd.grad(l_ret * r_share, params, allow_unused=True))
-        _sum_([g for g in g_ret if g is not None])
+        with grads.retention():
+            (l_ret * r_share).backward()
+        _sum_(grads.ret)
         retained = _global(l_ret.item() * r_share)
-        ok = math.isfinite(retained) and _finite(g_ret)
+        ok = math.isfinite(retained) and _finite(grads.ret)
         if ok:
             surgery = surgery_summary(surgery_merge_granular_(
-                params, g_ret, state.dual.lam, craft.projection_mode, craft.conflict_threshold,
+                grads, state.dual.lam, craft.projection_mode, craft.conflict_threshold,
                 craft.use_grad_projection, craft.surgery_granularity))
-        del g_ret
+        grads.drop_retention()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm).item() if ok else math.nan
     ok = ok and math.isfinite(grad_norm)
     lr = scheduler.get_last_lr()[0]
@@ -268,7 +254,6 @@ def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, cra
             state.retention_loss, (state.cos, state.conflict) = retained, surgery
     else:
         state.skipped += 1
-    optimizer.zero_grad(set_to_none=True)
     return {"step": step, "loss": global_loss, "grad_norm": grad_norm, "lr": lr,
             "retention_loss": state.retention_loss, "lambda": state.dual.lam if craft.enabled else math.nan,
             "epsilon": state.dual.epsilon(step) if craft.enabled else math.nan,
