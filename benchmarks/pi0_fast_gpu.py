@@ -23,7 +23,7 @@ from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TO
 
 from craft.config import CraftConfig
 from craft.full import CI_POLICY, build_teacher, teacher_spec
-from craft.grad_surgery import surgery_merge_
+from craft.grad_surgery import gradient_stats, surgery_merge_granular_
 from craft.pi0_fast import CI_SIZE
 from craft.pretrain import decode_frames
 from craft.primal_dual import PrimalDual
@@ -99,6 +99,37 @@ def peak_gib(device: str) -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else math.nan
 
 
+def device_mallocs(device: str) -> int:
+    "Memory segments the caching allocator has requested from the driver so far (cudaMalloc calls; 0 on the CPU)."
+    return torch.cuda.memory_stats().get("segment.all.allocated", 0) if device == "cuda" else 0
+
+
+def flat_stats_error(grads) -> dict:
+    "Relative errors of the surgery's reductions on the flat buffers against a float64 sum in chunks."
+    dot, task_sq, ret_sq = gradient_stats([grads.task], [grads.ret])
+    exact = torch.zeros(3, dtype=torch.float64, device=grads.task.device)
+    for t, r in zip(grads.task.split(1 << 26), grads.ret.split(1 << 26)):
+        t, r = t.double(), r.double()
+        exact += torch.stack([t @ r, t @ t, r @ r])
+    e_dot, e_task, e_ret = exact.tolist()
+    return {"dot_over_norms": abs(dot - e_dot) / (e_task * e_ret) ** 0.5, "task_sq": abs(task_sq - e_task) / e_task,
+            "ret_sq": abs(ret_sq - e_ret) / e_ret}
+
+
+def profile_step(policy, batch, opt, sched, cfg, craft, state, anchors, step: int, device: str, path: Path) -> None:
+    "One trainer step under torch.profiler: the operators by device time and by host time, into `path`."
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        update_step(policy, batch, opt, sched, cfg, craft, state, anchors, step)
+        synced(device)
+    table = prof.key_averages()
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    path.write_text(table.table(sort_by=sort, row_limit=25) + "\n\n"
+                    + table.table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def reset_peak(device: str) -> None:
     "Start a new peak-memory window."
     if device == "cuda":
@@ -147,30 +178,35 @@ def measure(folder: Path, ci: bool, device: str, out: Path) -> Record:
     rec["action_tokens_per_batch"] = units
     out.write_text(json.dumps(rec, indent=2))
 
+    base_state.grads = None                                   # free the baseline's gradient buffer before CRaFT's peak
     state = RunState(PrimalDual.from_config(craft, cfg.steps))
     timed_steps(policy, tasks, opt, sched, cfg, craft, state, anchors, k, 1, device)      # warm-up: a retention step
     reset_peak(device)
+    mallocs = device_mallocs(device)
     steps = timed_steps(policy, tasks, opt, sched, cfg, craft, state, anchors, k + 1, 2 * k, device)
     rec["craft_step_seconds"] = [round(t, 4) for t in steps]
     rec["craft_peak_gib"] = round(peak_gib(device), 2)
-    anchor_times, surgery_times = [], []
+    rec["device_mallocs_during_craft_steps"] = device_mallocs(device) - mallocs
+    profile_step(policy, next(tasks), opt, sched, cfg, craft, state, anchors, 4 * k, device,
+                 out.with_name(out.stem + "_retention_step_profile.txt"))
+    anchor_times, surgery_times, grads = [], [], state.grads
     for _ in range(3):
         inputs, targets = next(anchors)
         start = synced(device)
         with compute_precision(params, cfg):
             loss = hidden_retention_loss(anchor_features(policy, inputs["images"], inputs["prompts"], craft), targets,
                                          craft.retention_loss)
-        g_ret = list(torch.autograd.grad(loss, params, allow_unused=True))
+        with grads.retention():                                   # the trainer's buffers, as in a retention step
+            loss.backward()
         anchor_times.append(synced(device) - start)
+        grads.zero_task_()
         with compute_precision(params, cfg):
             task = policy.task_loss(next(tasks))[0]
         task.backward()
         start = synced(device)
-        surgery_merge_(params, g_ret, 1.0, craft.projection_mode, craft.conflict_threshold,
-                       craft.use_grad_projection)
+        surgery_merge_granular_(grads, 1.0, craft.projection_mode, craft.conflict_threshold, craft.use_grad_projection)
         surgery_times.append(synced(device) - start)
-        policy.zero_grad(set_to_none=True)
-        del g_ret
+    rec["flat_stats_error"] = flat_stats_error(grads)
     t_task, t_craft = sorted(base)[len(base) // 2], sum(steps) / len(steps)
     t_anchor, t_surgery = min(anchor_times), min(surgery_times)
     floor = 1 + t_anchor / (k * t_task)

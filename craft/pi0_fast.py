@@ -12,11 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # offline unless asked: fetch che
 import contextlib
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import NormalizationMode
 from lerobot.policies.pi0_fast import modeling_pi0_fast
@@ -30,13 +32,14 @@ from .config import check_range, check_types
 from .pi0_fast_compat import ensure_siglip_check, fix_paligemma_
 from .pi0_fast_tokenizers import FastActionProcessor, write_fast_processor
 from .project import readable_weights
-from .vla import TOKEN_TYPES, select_layers
+from .vla import TOKEN_TYPES, Generated, select_layers
 
 # %% auto #0
-__all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER', 'OLD_LAYOUT',
-           'CRAFT_FILES', 'Pi0FastSize', 'building', 'uninitialised', 'check_stats', 'save_stats', 'load_stats',
-           'Pi0FastPolicy', 'hidden_states', 'token_logprobs', 'continuation_logprob', 'choice_logprobs',
-           'is_checkpoint', 'from_pretrained', 'load_lerobot_weights']
+__all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'PROMPT_MULTIPLE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER',
+           'OLD_LAYOUT', 'CRAFT_FILES', 'Pi0FastSize', 'building', 'uninitialised', 'check_stats', 'save_stats',
+           'load_stats', 'Pi0FastPolicy', 'hidden_states', 'token_logprobs', 'continuation_logprob', 'choice_logprobs',
+           'generate_action_tokens', 'chunks_from_tokens', 'decode_chunks', 'is_checkpoint', 'from_pretrained',
+           'load_lerobot_weights']
 
 # %% ../nbs/19_pi0_fast.ipynb #42a003c0
 @dataclass(frozen=True)
@@ -244,14 +247,20 @@ def _images(policy: Pi0FastPolicy, images: list) -> tuple[list[Tensor], list[Ten
     "LeRobot's image preprocessing (resize with padding, [−1, 1]) of frames, per camera."
     return policy._preprocess_images({policy.image_key: policy._pixels(images).to(policy.config.device)})
 
+PROMPT_MULTIPLE = 16   # prompts padded to a multiple of 16 tokens: few distinct shapes, so the GPU builds its
+                       # attention plans once per shape (each new length cost an H200 about 3.5 s of backward)
+
 def _prompt_tokens(policy: Pi0FastPolicy, prompts: list[str]) -> tuple[Tensor, Tensor]:
-    "Prompt ids and mask (B, L), right-padded, tokenized as LeRobot's preprocessor does."
-    t = policy.prompt_tokenizer(prompts, padding="longest", padding_side="right", truncation=True,
-                                max_length=policy.config.tokenizer_max_length, return_tensors="pt")
-    return t["input_ids"].to(policy.config.device), t["attention_mask"].bool().to(policy.config.device)
+    "Prompt ids and mask (B, L), right-padded to a multiple of `PROMPT_MULTIPLE` (at most the tokenizer's maximum)."
+    limit = policy.config.tokenizer_max_length
+    t = policy.prompt_tokenizer(prompts, padding="longest", padding_side="right", truncation=True, max_length=limit,
+                                return_tensors="pt")
+    extra = min(-(-t["input_ids"].shape[1] // PROMPT_MULTIPLE) * PROMPT_MULTIPLE, limit) - t["input_ids"].shape[1]
+    ids = F.pad(t["input_ids"], (0, extra), value=policy.prompt_tokenizer.pad_token_id)
+    return ids.to(policy.config.device), F.pad(t["attention_mask"].bool(), (0, extra)).to(policy.config.device)
 
 def _language_model(policy: Pi0FastPolicy, images, img_masks, tokens, masks, segment=None, segment_mask=None,
-                    hidden: bool = False):
+                    hidden: bool = False, cache: bool = False):
     "PaliGemma's language model on pi0_fast's prefix (and causal segment), as LeRobot embeds and masks them."
     model = policy.model
     embs, pad, att, n_image, _ = model.embed_prefix_fast(images, img_masks, tokens, masks, segment, segment_mask)
@@ -259,7 +268,7 @@ def _language_model(policy: Pi0FastPolicy, images, img_masks, tokens, masks, seg
     if lm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
         embs = embs.to(torch.bfloat16)
     out = lm(inputs_embeds=embs, attention_mask=model._prepare_attention_masks_4d(att, dtype=embs.dtype),
-             position_ids=torch.cumsum(pad, dim=1) - 1, use_cache=False, output_hidden_states=hidden)
+             position_ids=torch.cumsum(pad, dim=1) - 1, use_cache=cache, output_hidden_states=hidden)
     return out, n_image
 
 def hidden_states(policy: Pi0FastPolicy, images: list, prompts: list[str],
@@ -309,6 +318,98 @@ Pi0FastPolicy.hidden_states = hidden_states
 Pi0FastPolicy.token_logprobs = torch.no_grad()(token_logprobs)
 Pi0FastPolicy.continuation_logprob = continuation_logprob
 Pi0FastPolicy.choice_logprobs = choice_logprobs
+
+# %% ../nbs/19_pi0_fast.ipynb #d06473e1
+def _action_vocabulary(policy: Pi0FastPolicy) -> tuple[Tensor, Tensor]:
+    "PaliGemma ids of the FAST action tokens (A,) and the DCT coefficients each one writes (A,)."
+    bpe = policy.action_tokenizer.bpe_tokenizer
+    fast = torch.arange(len(bpe))
+    sizes = torch.tensor([len(bpe.decode([int(a)])) for a in fast])
+    return policy._paligemma_tokens_to_act_tokens(fast), sizes          # the id map is its own inverse
+
+def _end_token(policy: Pi0FastPolicy) -> int:
+    "The id of `|`, which ends an action in LeRobot's targets."
+    end = policy._paligemma_tokenizer.encode("|", add_special_tokens=False)
+    if len(end) != 1:
+        raise ValueError(f"'|' tokenizes as {end}: pi0_fast's end-of-action marker must be one token")
+    return end[0]
+
+def _next_logits(policy: Pi0FastPolicy, out) -> Tensor:
+    "(B, V) float32 logits after the last position of a language-model output."
+    return policy.model.paligemma_with_expert.paligemma.lm_head(out.last_hidden_state[:, -1]).float()
+
+@torch.no_grad()
+def generate_action_tokens(policy: Pi0FastPolicy, images: list, prompts: list[str],
+                           max_tokens: int | None = None) -> Generated:
+    "Greedy FAST tokens after `<bos> Action: `, whole chunks only, stopped at `|`; the prefix in a KV cache."
+    max_tokens = max_tokens or policy.config.max_decoding_steps
+    tok, end = policy._paligemma_tokenizer, _end_token(policy)
+    img, img_masks = _images(policy, images)
+    tokens, masks = _prompt_tokens(policy, prompts)
+    start = torch.tensor([tok.bos_token_id, *tok.encode("Action: ", add_special_tokens=False)], device=tokens.device)
+    segment = start[None].expand(len(prompts), -1)                            # (B, S)
+    out, n_image = _language_model(policy, img, img_masks, tokens, masks, segment, torch.ones_like(segment).bool(),
+                                   cache=True)
+    per_camera = n_image // len(img)
+    seen = torch.cat([m[:, None].expand(-1, per_camera) for m in img_masks] + [masks, torch.ones_like(segment).bool()],
+                     1)                                                       # (B, L): the positions a token sees
+    action_ids, sizes = (x.to(tokens.device) for x in _action_vocabulary(policy))
+    horizon, dim = policy.config.chunk_size, policy.config.output_features["action"].shape[0]
+    missing = torch.full((len(prompts),), horizon * dim, device=tokens.device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=tokens.device)
+    overridden, ids = torch.zeros_like(missing), [[] for _ in prompts]
+    logits = _next_logits(policy, out)
+    lm, embed = policy.model.paligemma_with_expert.paligemma.language_model, policy.model.paligemma_with_expert
+    for _ in range(max_tokens):
+        allowed = torch.full_like(logits, float("-inf"))
+        allowed[:, action_ids[sizes > 0]], allowed[:, end] = 0, 0
+        own = (logits + allowed).argmax(-1)                                   # the model's own action-token choice
+        fits = (sizes[None] > 0) & (sizes[None] <= missing[:, None])          # (B, A)
+        allowed[:, action_ids] = torch.where(fits, 0.0, float("-inf"))
+        allowed[:, end] = torch.where(missing == 0, 0.0, float("-inf"))
+        token = (logits + allowed).argmax(-1)                                 # (B,)
+        overridden += (token != own) & ~done
+        for row in (~done).nonzero()[:, 0].tolist():
+            ids[row].append(int(token[row]))
+        is_action = token != end
+        written = sizes[(policy._paligemma_tokens_to_act_tokens(token)).clamp(0, len(sizes) - 1)]
+        missing -= torch.where(is_action & ~done, written, 0)
+        done |= token == end
+        if done.all():
+            break
+        emb = embed.embed_language_tokens(token[:, None])
+        emb = emb * math.sqrt(emb.shape[-1])                                  # as LeRobot embeds language tokens
+        if lm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
+            emb = emb.to(torch.bfloat16)
+        seen = torch.cat([seen, torch.ones_like(seen[:, :1])], 1)
+        out = lm(inputs_embeds=emb, attention_mask=policy.model._prepare_attention_masks_4d(seen[:, None], emb.dtype),
+                 position_ids=seen.sum(1, keepdim=True) - 1, past_key_values=out.past_key_values, use_cache=True)
+        logits = _next_logits(policy, out)
+    return Generated(ids, done, overridden)
+
+def chunks_from_tokens(policy: Pi0FastPolicy, rows: list[list[int]]) -> Tensor:
+    "(B, T, D) actions in action units from rows of PaliGemma action-token ids (`|` and what follows dropped)."
+    horizon, dim = policy.config.chunk_size, policy.config.output_features["action"].shape[0]
+    end = _end_token(policy)
+    fast = [policy._paligemma_tokens_to_act_tokens(torch.tensor(r[:r.index(end)] if end in r else r)).tolist()
+            for r in rows]
+    normalised = policy.action_tokenizer.decode(fast, time_horizon=horizon, action_dim=dim)     # (B, T, D)
+    return policy.postprocessor(torch.as_tensor(normalised, dtype=torch.float32))
+
+@torch.no_grad()
+def decode_chunks(self: Pi0FastPolicy, batch: dict) -> tuple[Tensor, Generated]:
+    "(B, chunk_size, action_dim) decoded actions (action units), NaN in rows that did not finish, and the generation."
+    states = batch["observation.state"]
+    prompts = [self.action_prompt(t, s) for t, s in zip(batch["task"], states)]
+    generated = generate_action_tokens(self, list(batch[self.image_key]), prompts)
+    dim = self.config.output_features["action"].shape[0]
+    chunks = torch.full((len(states), self.config.chunk_size, dim), float("nan"))
+    finished = generated.finished.nonzero()[:, 0].tolist()
+    if finished:
+        chunks[finished] = chunks_from_tokens(self, [generated.ids[r] for r in finished]).float().cpu()
+    return chunks.to(states.device), generated
+
+Pi0FastPolicy.decode_chunks = decode_chunks
 
 # %% ../nbs/19_pi0_fast.ipynb #b2877aae
 TEXT_TOKENIZER, ACTION_TOKENIZER = "text_tokenizer", "action_tokenizer"

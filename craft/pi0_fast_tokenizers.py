@@ -136,9 +136,13 @@ class FastActionProcessor(ProcessorMixin):
         coeffs = _coefficients(actions, self.scale, self.time_horizon, self.action_dim)
         return self.bpe_tokenizer(_coefficient_texts(coeffs, self.min_token, self.max_token))["input_ids"]
 
-    def decode(self, tokens: list[list[int]]) -> np.ndarray:
+    def decode(self, tokens: list[list[int]], time_horizon: int | None = None,
+               action_dim: int | None = None) -> np.ndarray:
         "(B, T, D) actions from token ids; a sequence with the wrong number of coefficients is an error."
         t, d = self.time_horizon, self.action_dim
+        if (time_horizon or t, action_dim or d) != (t, d):
+            raise ActionTokenizerError(f"asked for chunks of {time_horizon}×{action_dim}, but the tokenizer was "
+                                       f"fitted on {t}×{d}")
         out = []
         for i, ids in enumerate(tokens):
             coeffs = np.array([ord(c) for c in self.bpe_tokenizer.decode(ids)], dtype=np.float64) + self.min_token

@@ -70,7 +70,8 @@ def test_full_pipeline_runs_every_stage_with_pi0_fast(full):
     assert list(results) == ["teacher", "baseline", "craft"]
     for entry in results.values():
         assert entry["mcq"]["overall"]["n"] == 4 and 0 <= entry["mcq"]["overall"]["acc"] <= 1
-        assert entry["new_task"]["action_token_loss"] > 0 and "action_mse" not in entry["new_task"]
+        assert entry["new_task"]["action_token_loss"] > 0 and 0 <= entry["new_task"]["decoded"] <= 1
+        assert 0 <= entry["new_task"]["constraint_overrides"] <= 1 and "action_mse" in entry["new_task"]
         assert "old_task" not in entry
     history = (repo / "full" / "models" / "craft" / "final" / "lambda_history.csv").read_text().splitlines()
     assert len(history) == 1 + 2                                           # retention at steps 2 and 4
