@@ -33,7 +33,8 @@ def action_error(policy, frames, rows: Tensor, batch_size: int = 32) -> dict:
     "Decoded-action MSE (action units) at `rows` next to the trivial predictors', on the rows that decoded."
     if not hasattr(policy, "decode_chunks"):
         raise ValueError(f"evaluate.decode_actions: true needs a policy that reports whether its decoding is well "
-                         f"formed (small_vla, pi0_fast); {type(policy).__name__} is evaluated by token loss: set it to false")
+                         f"formed (small_vla, pi0_fast); {type(policy).__name__} is evaluated by token loss: "
+                         "set it to false")
     chunks, finished, overridden, tokens = [], [], 0, 0
     for start in range(0, len(rows), batch_size):
         predicted, generated = policy.decode_chunks(frames.batch(rows[start:start + batch_size]))

@@ -182,7 +182,7 @@ class FlatGrads:
 
     @contextmanager
     def retention(self):
-        "Within: `param.grad` views a zeroed retention buffer, for the retention backward (it lives until `drop_retention`)."
+        "Within: `param.grad` views a zeroed retention buffer for the retention backward (kept until `drop_retention`)."
         if self.ret is None:
             self.ret = torch.zeros_like(self.task)
             self.ret_views = self._views(self.ret)
