@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from craft.frames import decode_datasets
 from craft.policy import load_policy
-from craft.pretrain import decode_datasets
 from craft.project import find_root
 from craft.vla import collate, generate_actions, next_token_logits
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from craft.data import dataset_roots, load_mcq
+from craft.frames import decode_datasets
 from craft.mcq import choice_scores
 from craft.modeling_small_vla import SmallVLAPolicy
-from craft.pretrain import decode_datasets
 from craft.project import find_root
 
 

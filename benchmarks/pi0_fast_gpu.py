@@ -22,10 +22,10 @@ import torch
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
 from craft.config import CraftConfig
+from craft.frames import decode_frames
 from craft.full import CI_POLICY, build_teacher, teacher_spec
 from craft.grad_surgery import gradient_stats, surgery_merge_granular_
 from craft.pi0_fast import CI_SIZE
-from craft.pretrain import decode_frames
 from craft.primal_dual import PrimalDual
 from craft.retention import anchor_features, hidden_retention_loss
 from craft.train import RunState, TaskLoader, TrainConfig, compute_precision, optimizer_and_scheduler, update_step

@@ -13,9 +13,9 @@ import yaml
 
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
 from craft.config import CraftConfig, from_section
+from craft.frames import decode_datasets
 from craft.grad_surgery import surgery_merge_granular_
 from craft.policy import load_policy
-from craft.pretrain import decode_datasets
 from craft.primal_dual import PrimalDual
 from craft.project import find_root
 from craft.train import RunState, TaskLoader, TrainConfig, optimizer_and_scheduler, retention_loss, update_step

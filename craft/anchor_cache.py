@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from .config import CraftConfig, check_choice, check_range, check_types
 from .data import ImageRef
-from .policy import language_layers
+from .policy import TokenPolicy, check_layers, require
 from .project import readable_weights, repro_target
 from .retention import anchor_features, feature_key
-from .vla import check_layers
+
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'PROMPT_KINDS', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint',
@@ -95,11 +95,8 @@ def teacher_targets(policy, images: list, prompts: list[str], craft: CraftConfig
     "What the cache stores for a batch: float16 pooled features, or the greedy tokens and <eos> padded with −1."
     if craft.retention_mode == "hidden":
         return {k: _half(k, v) for k, v in anchor_features(policy, images, prompts, craft).items()}
-    if not hasattr(policy, "generate_action_tokens"):
-        raise AnchorCacheError(f"craft.retention_mode = 'token' needs a policy that decodes its own action tokens "
-                               f"(small_vla); {type(policy).__name__} anchors hidden states: "
-                               "set retention_mode: hidden")
-    tokens = torch.full((len(prompts), policy.config.max_action_tokens), -1, dtype=torch.int32)
+    require(policy, TokenPolicy, "craft.retention_mode = 'token'", "set retention_mode: hidden")
+    tokens = torch.full((len(prompts), policy.token_budget), -1, dtype=torch.int32)
     for row, ids in enumerate(policy.generate_action_tokens(images, prompts).ids):
         tokens[row, :len(ids)] = torch.tensor(ids)
     return {"tokens": tokens}
@@ -139,7 +136,7 @@ def anchor_samples(policy, frames, dataset: str, cfg: CacheConfig, questions: li
 def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, craft: CraftConfig,
                        cfg: CacheConfig, out: str | Path, progress: bool = True, questions: list | None = None) -> dict:
     "Run the frozen teacher over the anchors of `frames` and write the cache to `out`; returns the manifest."
-    out, layers = Path(out), language_layers(policy)
+    out, layers = Path(out), policy.language_layers
     hidden = craft.retention_mode == "hidden"
     if hidden:
         check_layers(craft.retention_layers, layers)    # before the teacher runs

@@ -14,14 +14,23 @@ import torch
 from torch import Tensor
 
 from .mcq import accuracy, choice_scores, paired_difference, predictions
-from .pretrain import action_token_loss
+from .policy import ActionDecoder, require
 
 # %% auto #0
-__all__ = ['START', 'END', 'trivial_chunks', 'action_error', 'task_metrics', 'retention_table', 'mcq_metrics', 'training_cost',
-           'checkpoint_metrics', 'eval_entry', 'text_prior', 'shuffled_images', 'prior_table', 'markers', 'fill_block',
-           'actions_markdown', 'results_markdown', 'write_results']
+__all__ = ['START', 'END', 'action_token_loss', 'trivial_chunks', 'action_error', 'task_metrics', 'retention_table',
+           'mcq_metrics', 'training_cost', 'checkpoint_metrics', 'eval_entry', 'text_prior', 'shuffled_images',
+           'prior_table', 'markers', 'fill_block', 'actions_markdown', 'results_markdown', 'write_results']
 
 # %% ../nbs/15_evaluate.ipynb #ac6e441e
+@torch.no_grad()
+def action_token_loss(policy, frames, rows: Tensor, batch_size: int = 64) -> float:
+    "Mean cross-entropy per action token of the chunks at `rows` (all tokens weigh the same, whatever the batches)."
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        loss, units = policy.task_loss(frames.batch(rows[start:start + batch_size]))
+        total, count = total + loss.item() * units, count + units
+    return total / count
+
 def trivial_chunks(frames, rows: Tensor, horizon: int) -> dict[str, Tensor]:
     "What two trivial predictors say at `rows` (N, T, D): hold the current state; the train split's mean chunk."
     mean_chunk = frames.action[frames.rows("train"), :horizon].mean(0)
@@ -31,10 +40,7 @@ def trivial_chunks(frames, rows: Tensor, horizon: int) -> dict[str, Tensor]:
 @torch.no_grad()
 def action_error(policy, frames, rows: Tensor, batch_size: int = 32) -> dict:
     "Decoded-action MSE (action units) at `rows` next to the trivial predictors', on the rows that decoded."
-    if not hasattr(policy, "decode_chunks"):
-        raise ValueError(f"evaluate.decode_actions: true needs a policy that reports whether its decoding is well "
-                         f"formed (small_vla, pi0_fast); {type(policy).__name__} is evaluated by token loss: "
-                         "set it to false")
+    require(policy, ActionDecoder, "evaluate.decode_actions: true", "set it to false (token loss alone)")
     chunks, finished, overridden, tokens = [], [], 0, 0
     for start in range(0, len(rows), batch_size):
         predicted, generated = policy.decode_chunks(frames.batch(rows[start:start + batch_size]))

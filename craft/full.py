@@ -24,6 +24,7 @@ from lerobot.processor.core import TransitionKey
 
 from .config import check_range, check_types, from_section
 from .data import load_dataset, repo_id_for, split_episodes
+from .frames import chunk_rows
 from .pi0_fast import DEFAULT_NORMALIZATION, Pi0FastPolicy, Pi0FastSize, check_stats
 from craft.pi0_fast_tokenizers import (
     PALIGEMMA_VOCAB_SIZE,
@@ -33,7 +34,6 @@ from craft.pi0_fast_tokenizers import (
     write_paligemma_tokenizer,
 )
 from .policy import scratch_tempdir
-from .pretrain import chunk_rows
 
 # %% auto #0
 __all__ = ['CI_POLICY', 'TeacherSpec', 'teacher_spec', 'teacher_config', 'normalised_chunks', 'build_teacher', 'save_teacher']

@@ -132,6 +132,16 @@ class SmallVLAPolicy(PreTrainedPolicy):
         "(height, width) at which frames are decoded for this policy."
         return (self.config.vla.image_size, self.config.vla.image_size)
 
+    @property
+    def language_layers(self) -> int:
+        "Layers of the language model: what `craft.retention_layers` counts."
+        return len(self.vla.model.model.language_model.layers)
+
+    @property
+    def token_budget(self) -> int:
+        "The most action tokens one decoded chunk may take."
+        return self.config.max_action_tokens
+
     def hidden_states(self, images: list, prompts: list[str], layers: list[int]) -> tuple[list[Tensor], Tensor]:
         "Per-layer hidden states (B, T, D) of (image, prompt) pairs and their token types."
         return hidden_states(self.vla, self.collate([{"image": i, "prompt": p, "target": []}
@@ -148,7 +158,7 @@ class SmallVLAPolicy(PreTrainedPolicy):
     # ---- acting --------------------------------------------------------------------------------------------
     def generate_action_tokens(self, images: list, prompts: list[str]) -> Generated:
         "Greedy, well-formed FAST tokens per (image, prompt) within `max_action_tokens` (`craft.vla.generate_actions`)."
-        return generate_actions(self.vla, images, prompts, self.config.max_action_tokens)
+        return generate_actions(self.vla, images, prompts, self.token_budget)
 
     @torch.no_grad()
     def decode_chunks(self, batch: dict) -> tuple[Tensor, Generated]:

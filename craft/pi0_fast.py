@@ -31,8 +31,8 @@ from torch import Tensor
 from .config import check_range, check_types
 from .pi0_fast_compat import ensure_siglip_check, fix_paligemma_
 from .pi0_fast_tokenizers import FastActionProcessor, write_fast_processor
+from .policy import TOKEN_TYPES, Generated, select_layers
 from .project import readable_weights
-from .vla import TOKEN_TYPES, Generated, select_layers
 
 # %% auto #0
 __all__ = ['SIZE_FILE', 'CI_SIZE', 'DEFAULT_NORMALIZATION', 'STATS_FILE', 'PROMPT_MULTIPLE', 'TEXT_TOKENIZER', 'ACTION_TOKENIZER',
@@ -201,6 +201,11 @@ class Pi0FastPolicy(modeling_pi0_fast.PI0FastPolicy):
     def feature_width(self) -> int:
         "Width of the hidden states that retention pools (the Gemma width)."
         return self.model.paligemma_with_expert.paligemma.config.text_config.hidden_size
+
+    @property
+    def language_layers(self) -> int:
+        "Layers of the language model: what `craft.retention_layers` counts."
+        return len(self.model.paligemma_with_expert.paligemma.language_model.layers)
 
     @property
     def frame_size(self) -> tuple[int, int]:

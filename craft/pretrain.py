@@ -11,33 +11,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lerobot.datasets.utils import dataset_to_policy_features
-from lerobot.datasets.video_utils import decode_video_frames
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .config import check_range, check_types, from_section, save_config
 from .configuration_small_vla import SmallVLAConfig
 from craft.data import (
-    IMAGE_KEY,
     DatasetError,
-    ImageFile,
-    ImageRef,
     McqRecord,
-    episode_splits,
-    load_dataset,
-    mcq_image,
-    resolve_dataset,
 )
+from .evaluate import action_token_loss
+from .frames import Frames
 from .mcq import accuracy, choice_scores
 from .modeling_small_vla import SmallVLAPolicy, tokenized_chunks
+from .policy import question_samples
 from .tokenizers import FastActionTokenizer, build_text_tokenizer
 from .vla import VLAConfig
 
 # %% auto #0
-__all__ = ['PretrainConfig', 'Frames', 'resize', 'chunk_rows', 'decode_frames', 'FrameSet', 'decode_datasets', 'text_corpus',
-           'policy_config', 'build_teacher', 'question_batch', 'pretrain', 'action_token_loss', 'held_out_metrics',
-           'action_coverage', 'save_teacher']
+__all__ = ['PretrainConfig', 'text_corpus', 'policy_config', 'build_teacher', 'pretrain', 'held_out_metrics', 'action_coverage',
+           'save_teacher']
 
 # %% ../nbs/11_pretrain.ipynb #d004fb10
 @dataclass(frozen=True)
@@ -60,91 +53,6 @@ class PretrainConfig:
             check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
         check_range(self, "question_weight", 0 <= self.question_weight <= 1, "must be in [0, 1]")
         check_range(self, "action_scale", self.action_scale > 0, "must be > 0")
-
-# %% ../nbs/11_pretrain.ipynb #94450f82
-@dataclass
-class Frames:
-    "Every frame of a LeRobotDataset at model resolution, with its state, action chunk and origin."
-    root: str                 # dataset folder, as MCQ records name it
-    task: str
-    features: dict            # LeRobot policy features of the dataset
-    images: Tensor            # (N, S, S, 3) uint8
-    state: Tensor             # (N, D)
-    action: Tensor            # (N, T, D): the action at each frame and the T − 1 after it
-    episode: Tensor           # (N,)
-    frame: Tensor             # (N,)
-    splits: dict              # split name → episode indices
-
-    def rows(self, split: str) -> Tensor:
-        "Row indices of the episodes of `split`."
-        if split not in self.splits:
-            raise DatasetError(f"{self.root} has no split {split!r} (it has {', '.join(self.splits)}): declare it "
-                               "in params.yaml `data.splits`, e.g. {train: '0:45', test: '45:50'} under its name")
-        return torch.isin(self.episode, torch.tensor(self.splits[split])).nonzero()[:, 0]
-
-    def image(self, ref: ImageRef) -> Tensor:
-        "The frame an MCQ record refers to."
-        if not hasattr(self, "_index"):
-            self._index = {(int(e), int(f)): i for i, (e, f) in enumerate(zip(self.episode, self.frame))}
-        return self.images[self._index[(ref.episode, ref.frame)]]
-
-    def batch(self, rows: Tensor) -> dict:
-        "A LeRobot-style batch of `rows` (images as uint8 HWC)."
-        return {IMAGE_KEY: self.images[rows], "observation.state": self.state[rows],
-                "action": self.action[rows], "task": [self.task] * len(rows)}
-
-def resize(images: Tensor, size: int | tuple[int, int]) -> Tensor:
-    "(N, 3, H, W) float images in [0, 1] as (N, h, w, 3) uint8 (`size` = (h, w) or one side), antialiased."
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    x = nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True)
-    return (x.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8)
-
-def chunk_rows(episode: Tensor, chunk: int) -> Tensor:
-    "(N, chunk) row indices of each row's action chunk, clamped to its episode's last row (as LeRobot pads)."
-    last = torch.zeros_like(episode)
-    for e in episode.unique():
-        rows = (episode == e).nonzero()[:, 0]
-        last[rows] = rows.max()
-    return torch.minimum(torch.arange(len(episode))[:, None] + torch.arange(chunk), last[:, None])
-
-def decode_frames(root: str | Path, size: int | tuple[int, int], chunk: int, splits: dict | None = None,
-                  progress: bool = True) -> Frames:
-    "Decode every frame of the dataset at `root` once (one pass per episode), with `chunk`-step action chunks."
-    episodes = episode_splits(root, splits)
-    ds = load_dataset(root)
-    table = ds.hf_dataset
-    episode, frame = torch.as_tensor(table["episode_index"]), torch.as_tensor(table["frame_index"])
-    timestamp, images = torch.as_tensor(table["timestamp"]).double(), []
-    for e in tqdm(episode.unique().tolist(), desc=f"decode {Path(root).name}", disable=not progress):
-        start = float(ds.meta.episodes[e][f"videos/{IMAGE_KEY}/from_timestamp"])
-        stamps = (start + timestamp[episode == e]).tolist()
-        video = decode_video_frames(ds.root / ds.meta.get_video_file_path(e, IMAGE_KEY), stamps, ds.tolerance_s, "pyav")
-        images.append(resize(video, size))
-    action = torch.stack(list(table["action"]))
-    return Frames(str(root), ds.meta.tasks.index[0], dataset_to_policy_features(ds.meta.features),
-                  torch.cat(images), torch.stack(list(table["observation.state"])),
-                  action[chunk_rows(episode, chunk)], episode, frame, episodes)
-
-class FrameSet(dict):
-    "Decoded datasets by the folder name (relative to the repository) that MCQ records use."
-
-    def image(self, ref: ImageRef | ImageFile) -> Tensor:
-        "The frame `ref` points to, or the image file a user's question names (read at full size)."
-        if isinstance(ref, ImageFile):
-            return torch.from_numpy(mcq_image(ref, "."))
-        return self[ref.root].image(ref)
-
-    def add_missing(self, repo_root: str | Path, names, size: int | tuple[int, int], chunk: int,
-                    splits: dict | None = None) -> FrameSet:
-        "Decode and add each dataset of `names` not held yet (as `decode_datasets`); returns self."
-        self.update(decode_datasets(repo_root, sorted(set(names) - set(self)), size, chunk, splits))
-        return self
-
-def decode_datasets(repo_root: str | Path, names: list[str], size: int | tuple[int, int], chunk: int,
-                    splits: dict | None = None) -> FrameSet:
-    "Decode each dataset of `names` (folders under `repo_root` or LeRobot repo ids), with declared `splits` by name."
-    return FrameSet({name: decode_frames(resolve_dataset(name, repo_root), size, chunk, (splits or {}).get(name))
-                     for name in names})
 
 # %% ../nbs/11_pretrain.ipynb #5be9d2ac
 def text_corpus(records: list[McqRecord], tasks: list[str]) -> list[str]:
@@ -184,10 +92,6 @@ def build_teacher(section: dict, cfg: PretrainConfig, datasets: list[Frames], qu
     return SmallVLAPolicy(policy_cfg, text_tok, action_tok)
 
 # %% ../nbs/11_pretrain.ipynb #ba20d26e
-def question_batch(policy: SmallVLAPolicy, records: list[McqRecord], images: list[Tensor]) -> list[dict]:
-    "Question samples of `records` with their (already chosen) images."
-    return [policy.question_sample(img, r.question, r.choices, r.answer) for r, img in zip(records, images)]
-
 def pretrain(policy: SmallVLAPolicy, cfg: PretrainConfig, old: Frames, questions: list[McqRecord],
              image_of, log=None, progress: bool = True) -> list[dict]:
     "Train `policy` in place on question and old-task action samples; returns the logged rows."
@@ -201,7 +105,7 @@ def pretrain(policy: SmallVLAPolicy, cfg: PretrainConfig, old: Frames, questions
         images = [image_of(r.image) for r in picked]
         q_loss = a_loss = torch.zeros(())
         if w > 0:
-            q_loss, _ = policy.loss(question_batch(policy, picked, images))
+            q_loss, _ = policy.loss(question_samples(policy, picked, images))
         if w < 1:
             rows = train_rows[rng.integers(len(train_rows), size=cfg.action_batch)]
             a_loss, _ = policy(old.batch(rows))
@@ -221,15 +125,6 @@ def pretrain(policy: SmallVLAPolicy, cfg: PretrainConfig, old: Frames, questions
     return history
 
 # %% ../nbs/11_pretrain.ipynb #f49710fd
-@torch.no_grad()
-def action_token_loss(policy: SmallVLAPolicy, frames: Frames, rows: Tensor, batch_size: int = 64) -> float:
-    "Mean cross-entropy per action token of the chunks at `rows` (all tokens weigh the same)."
-    total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        loss, units = policy.task_loss(frames.batch(rows[start:start + batch_size]))
-        total, count = total + loss.item() * units, count + units
-    return total / count
-
 def held_out_metrics(policy: SmallVLAPolicy, questions: list[McqRecord], image_of, old: Frames,
                      batch_size: int = 64) -> dict:
     "MCQ accuracy per family (with chance) on held-out questions and the old task's held-out action-token loss."

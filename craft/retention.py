@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import CraftConfig
-from .vla import TOKEN_TYPES
+from .policy import TOKEN_TYPES
 
 # %% auto #0
 __all__ = ['POOLINGS', 'vision_token_mean', 'text_token_mean', 'all_token_mean', 'text_token_last', 'feature_key',

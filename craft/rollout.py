@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .data import IMAGE_KEY, load_dataset
 from .evaluate import fill_block
-from .pretrain import resize
+from .frames import resize
 from .sim import EPISODE_STEPS, TASK_PROMPTS, TOP_FOVY, _joints, posed_task, sample_object_poses
 
 # %% auto #0

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .anchor_cache import SeededCycle, teacher_fingerprint, token_targets
 from .config import ConfigError, CraftConfig, check_range, check_types, from_section
 from .grad_surgery import FlatGrads, surgery_merge_granular_, surgery_summary
-from .pretrain import question_batch
+from .policy import TokenPolicy, question_samples, require
 from .primal_dual import PrimalDual
 from .project import live_logger, readable_weights
 from .retention import anchor_features, hidden_retention_loss, token_retention_loss
@@ -195,7 +195,7 @@ class RunState:
 
 def question_loss(policy, records: list, images: list) -> tuple[Tensor, int]:
     "Mean cross-entropy of the answers of MCQ `records` given their images, and how many answer tokens it averages."
-    loss, info = policy.loss(question_batch(policy, records, images))
+    loss, info = policy.loss(question_samples(policy, records, images))
     return loss, info["target_tokens"]
 
 def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig, state: RunState,
@@ -325,9 +325,8 @@ class QuestionLoader(SeededCycle):
 
 def question_loader(policy, records: list, frames, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)) -> QuestionLoader:
     "The co-training questions of a run, refused with a fix when the policy cannot train on questions."
-    if not hasattr(policy, "question_sample"):
-        raise ConfigError("question_weight", cfg.question_weight, f"co-training needs a policy that trains on "
-                          f"questions (small_vla); {type(policy).__name__} does not: set it to 0", "train")
+    require(policy, TokenPolicy, f"train.question_weight = {cfg.question_weight} (co-training on questions)",
+            "set it to 0")
     if not records:
         raise ConfigError("question_weight", cfg.question_weight, "co-training needs the teacher's training "
                           "questions (params.yaml data.mcq_train), and that file holds none", "train")

@@ -18,13 +18,13 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from .config import ConfigError, check_range, check_types
+from .config import check_range, check_types
+from .policy import TOKEN_TYPES, Generated, select_layers
 from .tokenizers import FastActionTokenizer
 
 # %% auto #0
-__all__ = ['TOKEN_TYPES', 'VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'check_layers',
-           'select_layers', 'hidden_states', 'continuation_logprob', 'choice_logprobs', 'next_token_logits',
-           'Generated', 'generate_actions']
+__all__ = ['VLAConfig', 'SmallVLA', 'prefix_lm_mask', 'collate', 'target_logprobs', 'task_loss', 'hidden_states',
+           'continuation_logprob', 'choice_logprobs', 'next_token_logits', 'generate_actions']
 
 # %% ../nbs/07_vla.ipynb #a42c9af1
 @dataclass(frozen=True)
@@ -57,8 +57,6 @@ class VLAConfig:
         return (self.image_size // self.patch_size) ** 2
 
 # %% ../nbs/07_vla.ipynb #48bd44a9
-TOKEN_TYPES = {"image": 0, "text": 1, "target": 2, "pad": -1}
-
 class SmallVLA(nn.Module):
     "A tiny PaliGemma over images, text prompts and text-or-action targets."
 
@@ -153,25 +151,6 @@ def task_loss(vla: SmallVLA, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
     n = (batch["labels"] != -100).sum()
     return -logp.sum() / n.clamp(min=1), {"target_tokens": int(n)}
 
-def check_layers(layers, n: int) -> list[int]:
-    "`craft.retention_layers` as indices into (embeddings, layer 1 … layer n), or a ConfigError with the valid range."
-    layers, allowed = list(layers), (f"use layers from {-n - 1} to {n} (1…{n} the layers, 0 the embeddings, negative "
-                                     "from the top: -1 is the last layer), e.g. [-2, -1]")
-    outside = [layer for layer in layers if not -n - 1 <= layer <= n]
-    if outside:
-        raise ConfigError("retention_layers", layers, f"layer(s) {outside} do not exist in this policy's {n}-layer "
-                          f"language model: {allowed}", "craft")
-    index = [layer % (n + 1) for layer in layers]
-    same = [(a, b) for i, a in enumerate(layers) for j, b in enumerate(layers) if i < j and index[i] == index[j]]
-    if same:
-        raise ConfigError("retention_layers", layers, f"{same[0][0]} and {same[0][1]} are the same layer of this "
-                          f"policy's {n}-layer language model: name each layer once", "craft")
-    return index
-
-def select_layers(states: tuple[Tensor, ...], layers: list[int]) -> list[Tensor]:
-    "The states of `layers` out of (embeddings, one per layer); negative from the top; a named error if out of range."
-    return [states[i] for i in check_layers(layers, len(states) - 1)]
-
 def hidden_states(vla: SmallVLA, batch: dict[str, Tensor], layers: list[int]) -> tuple[list[Tensor], Tensor]:
     "Hidden states (B, T, D) of the language model's `layers` (negative counts from the top), and token types."
     states = _forward(vla, batch, hidden=True).hidden_states            # embeddings, then one per layer
@@ -232,13 +211,6 @@ def next_token_logits(vla: SmallVLA, batch: dict[str, Tensor]) -> Tensor:
     return _forward(vla, batch).logits[torch.arange(len(last)), last].float()
 
 # %% ../nbs/07_vla.ipynb #f71155e6
-@dataclass
-class Generated:
-    "Greedy action tokens of a batch of prompts."
-    ids: list[list[int]]      # model ids per row, the final <eos> included when finished
-    finished: Tensor          # (B,) bool: the chunk's coefficients and <eos> came within the token budget
-    overridden: Tensor        # (B,) steps at which the constraint changed the model's own choice
-
 def _allowed(vla: SmallVLA, sizes: Tensor, missing: Tensor) -> Tensor:
     "(B, V) bool: action tokens no longer than the coefficients `missing` (B,), and <eos> once none are missing."
     allowed = torch.zeros(len(missing), vla.image_token + 1, dtype=torch.bool, device=missing.device)

@@ -10,8 +10,8 @@ import torch
 
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
 from craft.config import CraftConfig
+from craft.frames import FrameSet, decode_frames
 from craft.modeling_small_vla import SmallVLAPolicy
-from craft.pretrain import FrameSet, decode_frames
 from craft.train import TaskLoader, TrainConfig, fine_tune, process_shard
 
 repo, out = Path(sys.argv[1]), Path(sys.argv[2])

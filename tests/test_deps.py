@@ -53,3 +53,31 @@ def test_a_stage_depends_on_every_craft_module_it_runs(pipeline, name, notebook,
     imported = craft_imports("\n".join(c.source for c in cells if c.cell_type == "code"))
     missing = sorted(closure(imported | listed) - listed)
     assert not missing, f"{pipeline} stage {name} ({notebook}) lacks " + ", ".join(f"craft/{m}.py" for m in missing)
+
+
+# The policies' own modules; everything else is a procedure that reaches a policy through `craft.policy` only.
+POLICY_MODULES = {"vla", "configuration_small_vla", "modeling_small_vla", "processor_small_vla", "tokenizers",
+                  "pretrain", "pi0_fast", "pi0_fast_compat", "pi0_fast_tokenizers", "full"}
+TEACHER_STAGES = {"nbs/pipeline/10_pretrain.ipynb", "nbs/pipeline/15_teacher.ipynb"}    # they build a policy
+
+
+def procedures() -> list[str]:
+    "Every craft module that is not a policy's own."
+    return sorted(p.stem for p in (ROOT / "craft").glob("*.py")
+                  if not p.stem.startswith("_") and p.stem not in POLICY_MODULES)
+
+
+@pytest.mark.parametrize("module", procedures())
+def test_no_procedure_imports_a_policys_modules(module):
+    reached = sorted(closure({module}) & POLICY_MODULES)
+    assert not reached, f"craft/{module}.py imports {reached}"
+
+
+def test_no_stage_but_a_teacher_stage_imports_a_policys_modules():
+    used = {}
+    for notebook in sorted({n for _, _, n, _ in notebook_stages()} - TEACHER_STAGES):
+        cells = nbformat.read(ROOT / notebook, as_version=4).cells
+        reached = closure(craft_imports("\n".join(c.source for c in cells if c.cell_type == "code"))) & POLICY_MODULES
+        if reached:
+            used[notebook] = sorted(reached)
+    assert not used, used

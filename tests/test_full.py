@@ -93,8 +93,8 @@ def test_checkpoints_reload_offline_as_lerobots_class(full):
 def test_craft_steps_with_surgery_and_dual_update_resume_exactly(full, tmp_path, monkeypatch):
     from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
     from craft.config import CraftConfig
+    from craft.frames import decode_datasets
     from craft.policy import load_policy
-    from craft.pretrain import decode_datasets
     from craft.train import TaskLoader, TrainConfig, fine_tune
 
     repo, env = full

@@ -6,7 +6,7 @@ from conftest import TINY
 from lerobot.policies.factory import get_policy_class
 
 from craft.data import load_mcq
-from craft.pretrain import decode_frames
+from craft.frames import decode_frames
 
 
 def test_teacher_loads_through_lerobot_and_acts(repo):

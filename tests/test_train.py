@@ -77,7 +77,7 @@ def trainer_inputs(repo):
     "The tiny pipeline's params, teacher, anchor cache and both tasks' decoded frames."
     from craft.anchor_cache import AnchorCacheDataset
     from craft.config import CraftConfig, from_section
-    from craft.pretrain import decode_datasets
+    from craft.frames import decode_datasets
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     teacher = repo / "models" / "teacher"
