@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import copy_repo
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -104,20 +104,20 @@ class BagPolicy(nn.Module):
 
 @pytest.fixture(scope="module")
 def seam(tmp_path_factory):
-    "The third policy saved as a teacher, the insertion frames at its size, and its anchor cache."
-    tmp = tmp_path_factory.mktemp("seam")
+    "A copy of the repository with its data, the third policy saved as a teacher, its frames and anchor cache."
+    root, tmp = copy_repo(tmp_path_factory.mktemp("repo"), "params.yaml", {}), tmp_path_factory.mktemp("seam")
     torch.manual_seed(0)
     teacher_dir = tmp / "teacher"
     BagPolicy().save_pretrained(teacher_dir)
-    frames = decode_datasets(ROOT, [DATASET], (24, 24), 4)
+    frames = decode_datasets(root, [DATASET], (24, 24), 4)
     craft = CraftConfig(enabled=True, anchor_cache_dir=str(tmp / "cache"), anchor_batch_size=4, retention_freq=1)
     build_anchor_cache(BagPolicy.from_pretrained(teacher_dir), teacher_dir, frames[DATASET], DATASET, craft,
                        CacheConfig(num_anchors=8, batch_size=4, shard_size=8), tmp / "cache", progress=False)
-    return teacher_dir, frames, craft
+    return root, teacher_dir, frames, craft
 
 
 def test_it_implements_the_policy_type_and_loads_by_its_type(seam, monkeypatch):
-    teacher_dir, _, _ = seam
+    _, teacher_dir, _, _ = seam
     assert missing_members(BagPolicy) == [] and isinstance(BagPolicy(), Policy)
     assert missing_members(BagPolicy, TokenPolicy) and missing_members(BagPolicy, ActionDecoder)
     monkeypatch.setitem(interface.POLICY_CLASSES, "bag", "test_policy_seam.BagPolicy")
@@ -126,7 +126,7 @@ def test_it_implements_the_policy_type_and_loads_by_its_type(seam, monkeypatch):
 
 
 def test_a_craft_step_at_the_teachers_weights_retains_and_updates(seam):
-    teacher_dir, frames, craft = seam
+    _, teacher_dir, frames, craft = seam
     student = BagPolicy.from_pretrained(teacher_dir)
     cache = AnchorCacheDataset(craft.anchor_cache_dir, teacher_dir, craft, student.feature_width)
     assert len(cache) == 8 and set(cache.targets) == {"layer-2/vision_token_mean", "layer-2/text_token_last",
@@ -142,9 +142,9 @@ def test_a_craft_step_at_the_teachers_weights_retains_and_updates(seam):
 
 
 def test_its_questions_are_scored_and_the_token_features_refused_by_name(seam):
-    teacher_dir, frames, _ = seam
+    root, teacher_dir, frames, _ = seam
     policy = BagPolicy.from_pretrained(teacher_dir).eval()
-    records = [r for r in load_mcq(ROOT / "data" / "mcq" / "test.jsonl", ROOT) if r.image.root == DATASET][:6]
+    records = [r for r in load_mcq(root / "data" / "mcq" / "test.jsonl", root) if r.image.root == DATASET][:6]
     images = [frames.image(r.image) for r in records]
     batched, one_by_one = choice_scores(policy, records, images, 4), choice_scores(policy, records, images, 4, True)
     assert len(batched) == 6 and all(len(s) == len(r.choices) for s, r in zip(batched, records))
