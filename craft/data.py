@@ -71,9 +71,11 @@ def resolve_dataset(name: str, repo_root: str | Path) -> Path:
         return local
     if _is_dataset(home):
         return home
-    if name.count("/") != 1 or local.exists():
+    tracked = Path(repo_root) / f"{Path(name).parts[0]}.dvc"          # data/insertion: data.dvc holds it
+    if name.count("/") != 1 or local.exists() or tracked.is_file():
         raise DatasetError(f"{local} is not a LeRobot dataset (no meta/info.json): restore the repository's data "
-                           "with `dvc pull data.dvc`, or name a LeRobot repo id (lerobot/aloha_sim_insertion_human)")
+                           f"with `dvc pull {tracked.name if tracked.is_file() else 'data.dvc'}`, or name a LeRobot "
+                           "repo id (lerobot/aloha_sim_insertion_human)")
     if os.environ.get("HF_HUB_OFFLINE", "1") != "0":
         raise DatasetError(f"dataset {name!r} is not on this machine: it is neither a folder under {repo_root} nor at "
                            f"{home} ($HF_LEROBOT_HOME/{name}). Fetch it once with {_fetch_command(name)} "

@@ -6,13 +6,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
+import re
+import subprocess
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['find_root', 'repro_target', 'restore_hint', 'WeightsError', 'readable_weights', 'write_offline_plots_template',
-           'live_logger']
+__all__ = ['find_root', 'repro_target', 'restore_hint', 'WeightsError', 'readable_weights', 'DataChanged', 'data_changes',
+           'check_recorded_data', 'write_offline_plots_template', 'live_logger']
 
 # %% ../nbs/03_project.ipynb #cfcf5146
 def find_root(start: str | Path | None = None) -> Path:
@@ -75,6 +79,59 @@ def readable_weights(path: str | Path):
     except SafetensorError as e:
         raise WeightsError(f"{path} cannot be read as safetensors ({e}): it was truncated or overwritten; "
                            f"{restore_hint(path)}") from None
+
+# %% ../nbs/03_project.ipynb #6a48d07d
+class DataChanged(RuntimeError):
+    "A DVC-tracked folder of the repository that differs from what git's HEAD records for it."
+
+def _head_text(root: Path, name: str) -> str | None:
+    "The text of `name` in git's HEAD commit of `root`, or None (no git, no commit, not tracked)."
+    result = subprocess.run(["git", "show", f"HEAD:{name}"], check=False, cwd=root, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+def _listing(root: Path, md5: str) -> dict[str, str] | None:
+    "relpath → md5 of a recorded DVC directory, from the cache or a local remote; None if neither holds it."
+    config = (root / ".dvc" / "config").read_text() if (root / ".dvc" / "config").is_file() else ""
+    urls = re.findall(r"^\s*url\s*=\s*(\S+)", config, re.M)
+    places = [root / ".dvc" / "cache"] + [root / ".dvc" / url for url in urls if "://" not in url]
+    for place in places:
+        listing = place / "files" / "md5" / md5[:2] / md5[2:]
+        if listing.is_file():
+            return {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text())}
+    return None
+
+def _md5(path: Path) -> str:
+    "MD5 of a file's bytes (DVC's hash)."
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+def data_changes(root: str | Path, dvcfile: str) -> dict[str, list[str]] | None:
+    "Files of the folder `dvcfile` tracks that differ from git's HEAD record: changed, missing, added; None if unknown."
+    import yaml
+
+    root = Path(root)
+    head = _head_text(root, dvcfile)
+    folder = root / Path(dvcfile).stem
+    if head is None or not folder.is_dir():
+        return None
+    md5 = yaml.safe_load(head)["outs"][0]["md5"]
+    recorded = _listing(root, md5) if md5.endswith(".dir") else None
+    if recorded is None:
+        return None
+    present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    return {"changed": sorted(r for r in recorded.keys() & present.keys() if _md5(present[r]) != recorded[r]),
+            "missing": sorted(recorded.keys() - present.keys()), "added": sorted(present.keys() - recorded.keys())}
+
+def check_recorded_data(root: str | Path) -> None:
+    "Refuse any DVC-tracked folder of `root` whose files differ from git's HEAD record, naming them and the fix."
+    for dvcfile in sorted(p for p in Path(root).glob("*.dvc") if p.is_file()):       # not the .dvc/ folder
+        changes = data_changes(root, dvcfile.name)
+        if changes and any(changes.values()):
+            found = "; ".join(f"{kind}: {', '.join(files[:5])}{f' and {len(files) - 5} more' if len(files) > 5 else ''}"
+                              for kind, files in changes.items() if files)
+            folder = dvcfile.stem
+            raise DataChanged(f"{folder}/ differs from what git's HEAD records in {dvcfile.name} ({found}). Restore "
+                              f"it: `git checkout HEAD -- {dvcfile.name} && dvc checkout {dvcfile.name}`; to keep the "
+                              f"change instead, record it on purpose: `dvc add {folder}` and commit {dvcfile.name}")
 
 # %% ../nbs/03_project.ipynb #ccd55641
 def write_offline_plots_template(root: str | Path | None = None) -> Path:

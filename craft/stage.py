@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .project import DataChanged, check_recorded_data
+
 # %% auto #0
 __all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
            'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
@@ -188,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     end_with_starter(stage)
     try:
+        check_recorded_data(Path.cwd())                 # DVC runs stages at the root: its data as HEAD records it
         parameters = stage_parameters(args.notebook, args.params,
                                       {name: yaml.safe_load(value) for name, value in args.parameter})
         launch = launch_section(args.params) if args.launch else LAUNCH_DEFAULTS
-    except (StageError, OSError, yaml.YAMLError) as error:
+    except (StageError, DataChanged, OSError, yaml.YAMLError) as error:
         print(f"stage {stage} cannot start: {error}", file=sys.stderr)
         return 1
     if launch["processes"] > 1:

@@ -5,6 +5,7 @@ import shutil
 import nbformat
 import papermill
 import pytest
+from conftest import TINY, copy_repo, run
 
 from craft.data import load_dataset, load_mcq, split_episodes
 from craft.evaluate import prior_table
@@ -57,3 +58,18 @@ def test_collection_notebook_records_tiny_data(repo, tmp_path, workers):
     nb = nbformat.read(tmp_path / "collect.ipynb", as_version=4)
     figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(figures) == 2, "the notebook shows its frame strips and its question counts"
+
+
+def test_damaged_data_stops_the_pipeline_named_with_the_way_back(tmp_path):
+    repo = copy_repo(tmp_path, "params.yaml", TINY)
+    damaged = repo / "data" / "insertion" / "meta" / "tasks.parquet"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode != 0
+    assert ("data/ differs from what git's HEAD records in data.dvc (changed: insertion/meta/tasks.parquet). "
+            "Restore it: `git checkout HEAD -- data.dvc && dvc checkout data.dvc`") in result.stderr, result.stderr
+    assert not (repo / "models" / "teacher").exists()                   # nothing was trained on it
+    run(["git", "checkout", "HEAD", "--", "data.dvc"], repo)
+    run(["dvc", "checkout", "data.dvc"], repo)
+    assert "up to date" in run(["dvc", "status", "data.dvc"], repo).stdout
+    assert not run(["git", "status", "--porcelain", "data.dvc"], repo).stdout    # the record is HEAD's again
