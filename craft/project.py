@@ -130,8 +130,9 @@ def check_recorded_data(root: str | Path) -> None:
                               for kind, files in changes.items() if files)
             folder = dvcfile.stem
             raise DataChanged(f"{folder}/ differs from what git's HEAD records in {dvcfile.name} ({found}). Restore "
-                              f"it: `git checkout HEAD -- {dvcfile.name} && dvc checkout {dvcfile.name}`; to keep the "
-                              f"change instead, record it on purpose: `dvc add {folder}` and commit {dvcfile.name}")
+                              f"it: `git checkout HEAD -- {dvcfile.name} && dvc checkout --force {dvcfile.name}`; "
+                              f"to keep the change instead, record it on purpose: `dvc add {folder}` and commit "
+                              f"{dvcfile.name}")
 
 # %% ../nbs/03_project.ipynb #ccd55641
 def write_offline_plots_template(root: str | Path | None = None) -> Path:

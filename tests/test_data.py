@@ -66,10 +66,11 @@ def test_damaged_data_stops_the_pipeline_named_with_the_way_back(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     result = run(["dvc", "repro"], repo, check=False)
     assert result.returncode != 0
-    assert ("data/ differs from what git's HEAD records in data.dvc (changed: insertion/meta/tasks.parquet). "
-            "Restore it: `git checkout HEAD -- data.dvc && dvc checkout data.dvc`") in result.stderr, result.stderr
+    message = ("data/ differs from what git's HEAD records in data.dvc (changed: insertion/meta/tasks.parquet). "
+               "Restore it: `git checkout HEAD -- data.dvc && dvc checkout --force data.dvc`")
+    assert message in result.stderr, result.stderr
     assert not (repo / "models" / "teacher").exists()                   # nothing was trained on it
     run(["git", "checkout", "HEAD", "--", "data.dvc"], repo)
-    run(["dvc", "checkout", "data.dvc"], repo)
+    run(["dvc", "checkout", "--force", "data.dvc"], repo)
     assert "up to date" in run(["dvc", "status", "data.dvc"], repo).stdout
     assert not run(["git", "status", "--porcelain", "data.dvc"], repo).stdout    # the record is HEAD's again
