@@ -39,7 +39,7 @@ class PretrainConfig:
     steps: int = 1_000
     question_batch: int = 16          # question samples per step
     action_batch: int = 8             # old-task action samples per step
-    question_weight: float = 0.5      # weight of the question loss; 1 = questions only
+    question_share: float = 0.5       # the question loss's share of the loss, in [0, 1]; 1 = questions only
     text_vocab: int = 1_024
     action_vocab: int = 1_024
     action_scale: float = 10.0        # FAST: DCT coefficient scale before rounding
@@ -51,7 +51,7 @@ class PretrainConfig:
         check_types(self)
         for name in ("steps", "question_batch", "action_batch", "text_vocab", "action_vocab", "eval_batch", "log_freq"):
             check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
-        check_range(self, "question_weight", 0 <= self.question_weight <= 1, "must be in [0, 1]")
+        check_range(self, "question_share", 0 <= self.question_share <= 1, "must be in [0, 1]")
         check_range(self, "action_scale", self.action_scale > 0, "must be > 0")
 
 # %% ../nbs/11_pretrain.ipynb #5be9d2ac
@@ -98,7 +98,7 @@ def pretrain(policy: SmallVLAPolicy, cfg: PretrainConfig, old: Frames, questions
     rng = np.random.default_rng(cfg.seed)
     optimizer = policy.config.get_optimizer_preset().build(policy.get_optim_params())
     scheduler = policy.config.get_scheduler_preset().build(optimizer, cfg.steps)
-    train_rows, w, history = old.rows("train"), cfg.question_weight, []
+    train_rows, w, history = old.rows("train"), cfg.question_share, []
     policy.train()
     for step in tqdm(range(1, cfg.steps + 1), desc="pretrain", disable=not progress):
         picked = [questions[i] for i in rng.integers(len(questions), size=cfg.question_batch)]

@@ -60,7 +60,7 @@ def test_executed_notebooks_used_the_tiny_params(repo):
 
 @pytest.mark.parametrize("section, key, value, message", [
     ("craft", "lambda_max", 0.1, "craft.lambda_max = 0.1 is not allowed: must be ≥ initial_lambda (1.0)"),
-    ("pretrain", "question_weight", 2, "pretrain.question_weight = 2.0 is not allowed: must be in [0, 1]"),
+    ("pretrain", "question_share", 2, "pretrain.question_share = 2.0 is not allowed: must be in [0, 1]"),
     ("policy", "chunk", 4, "policy.chunk = 4 is not allowed: is not a SmallVLAConfig key; did you mean `chunk_size`?"),
 ])
 def test_bad_params_stop_the_stage_with_the_field_named(repo, tmp_path, section, key, value, message):
