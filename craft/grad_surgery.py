@@ -58,8 +58,7 @@ def gradient_stats(g_task: Grads, g_ret: Grads) -> tuple[float, float, float]:
             task_sq.append(_partials(t, t))
         if r is not None:
             ret_sq.append(_partials(r, r))
-    dot, t_sq, r_sq = _sums64(dots, task_sq, ret_sq)
-    return dot, t_sq, r_sq
+    return tuple(_sums64(dots, task_sq, ret_sq))
 
 def compute_dot(a: Grads, b: Grads) -> float:
     "The dot product of the concatenated gradient lists `a` and `b` (float64 accumulation)."

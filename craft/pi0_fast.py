@@ -31,7 +31,7 @@ from torch import Tensor
 from .config import check_range, check_types
 from .pi0_fast_compat import ensure_siglip_check, fix_paligemma_
 from .pi0_fast_tokenizers import FastActionProcessor, write_fast_processor
-from .policy import TOKEN_TYPES, Generated, select_layers
+from .policy import TOKEN_TYPES, ChunkRule, Generated, select_layers
 from .project import readable_weights
 
 # %% auto #0
@@ -359,28 +359,13 @@ def generate_action_tokens(policy: Pi0FastPolicy, images: list, prompts: list[st
     seen = torch.cat([m[:, None].expand(-1, per_camera) for m in img_masks] + [masks, torch.ones_like(segment).bool()],
                      1)                                                       # (B, L): the positions a token sees
     action_ids, sizes = (x.to(tokens.device) for x in _action_vocabulary(policy))
-    horizon, dim = policy.config.chunk_size, policy.config.output_features["action"].shape[0]
-    missing = torch.full((len(prompts),), horizon * dim, device=tokens.device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=tokens.device)
-    overridden, ids = torch.zeros_like(missing), [[] for _ in prompts]
     logits = _next_logits(policy, out)
+    coefficients = policy.config.chunk_size * policy.config.output_features["action"].shape[0]    # T·D
+    rule = ChunkRule(action_ids, sizes, end, coefficients, len(prompts), logits.shape[-1])
     lm, embed = policy.model.paligemma_with_expert.paligemma.language_model, policy.model.paligemma_with_expert
     for _ in range(max_tokens):
-        allowed = torch.full_like(logits, float("-inf"))
-        allowed[:, action_ids[sizes > 0]], allowed[:, end] = 0, 0
-        own = (logits + allowed).argmax(-1)                                   # the model's own action-token choice
-        fits = (sizes[None] > 0) & (sizes[None] <= missing[:, None])          # (B, A)
-        allowed[:, action_ids] = torch.where(fits, 0.0, float("-inf"))
-        allowed[:, end] = torch.where(missing == 0, 0.0, float("-inf"))
-        token = (logits + allowed).argmax(-1)                                 # (B,)
-        overridden += (token != own) & ~done
-        for row in (~done).nonzero()[:, 0].tolist():
-            ids[row].append(int(token[row]))
-        is_action = token != end
-        written = sizes[(policy._paligemma_tokens_to_act_tokens(token)).clamp(0, len(sizes) - 1)]
-        missing -= torch.where(is_action & ~done, written, 0)
-        done |= token == end
-        if done.all():
+        token = rule.step(logits)
+        if rule.done.all():
             break
         emb = embed.embed_language_tokens(token[:, None])
         emb = emb * math.sqrt(emb.shape[-1])                                  # as LeRobot embeds language tokens
@@ -390,7 +375,7 @@ def generate_action_tokens(policy: Pi0FastPolicy, images: list, prompts: list[st
         out = lm(inputs_embeds=emb, attention_mask=policy.model._prepare_attention_masks_4d(seen[:, None], emb.dtype),
                  position_ids=seen.sum(1, keepdim=True) - 1, past_key_values=out.past_key_values, use_cache=True)
         logits = _next_logits(policy, out)
-    return Generated(ids, done, overridden)
+    return rule.generated()
 
 def chunks_from_tokens(policy: Pi0FastPolicy, rows: list[list[int]]) -> Tensor:
     "(B, T, D) actions in action units from rows of PaliGemma action-token ids (`|` and what follows dropped)."

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from .config import ConfigError
 from .project import restore_hint
 
 # %% auto #0
-__all__ = ['TOKEN_TYPES', 'POLICY_CLASSES', 'check_layers', 'select_layers', 'Generated', 'Policy', 'ActionDecoder',
+__all__ = ['TOKEN_TYPES', 'POLICY_CLASSES', 'check_layers', 'select_layers', 'Generated', 'ChunkRule', 'Policy', 'ActionDecoder',
            'TokenPolicy', 'members', 'missing_members', 'require', 'question_samples', 'policy_class',
            'scratch_tempdir', 'load_policy', 'checkpoint_folders']
 
@@ -52,6 +53,41 @@ class Generated:
     ids: list[list[int]]      # model ids per row, the end-of-action token included when finished
     finished: Tensor          # (B,) bool: the chunk's coefficients and its end came within the token budget
     overridden: Tensor        # (B,) steps at which the constraint changed the model's own choice
+
+# %% ../nbs/20_policy.ipynb #392d7ecb
+class ChunkRule:
+    "Greedy choices that keep each row's action chunk whole: tokens that still fit its coefficients, then `end`."
+
+    def __init__(self, action_ids: Tensor, sizes: Tensor, end: int, coefficients: int, rows: int, vocab: int):
+        device = action_ids.device
+        self.action_ids, self.sizes, self.end = action_ids, sizes, end          # (A,) ids, (A,) coefficients each
+        self.written = torch.zeros(vocab, dtype=torch.long, device=device)     # (V,) coefficients an id writes
+        self.written[action_ids] = sizes.long()
+        self.missing = torch.full((rows,), coefficients, device=device)
+        self.done = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.overridden = torch.zeros(rows, dtype=torch.long, device=device)
+        self.ids = [[] for _ in range(rows)]
+
+    def step(self, logits: Tensor) -> Tensor:
+        "Each row's next token (B,) from `logits` (B, V) under the rule, recorded for the rows still writing."
+        allowed = torch.full_like(logits, float("-inf"))
+        allowed[:, self.action_ids[self.sizes > 0]], allowed[:, self.end] = 0, 0
+        own = (logits + allowed).argmax(-1)                                    # the model's own action choice
+        fits = (self.sizes[None] > 0) & (self.sizes[None] <= self.missing[:, None])   # (B, A)
+        allowed[:, self.action_ids] = torch.where(fits, 0.0, float("-inf"))
+        allowed[:, self.end] = torch.where(self.missing == 0, 0.0, float("-inf"))
+        token = (logits + allowed).argmax(-1)
+        writing = ~self.done
+        self.overridden += (token != own) & writing
+        for row in writing.nonzero()[:, 0].tolist():
+            self.ids[row].append(int(token[row]))
+        self.missing -= torch.where(writing, self.written[token], 0)
+        self.done |= token == self.end
+        return token
+
+    def generated(self) -> Generated:
+        "What was decoded: the ids, which rows finished, how often the rule overrode the model."
+        return Generated(self.ids, self.done, self.overridden)
 
 # %% ../nbs/20_policy.ipynb #0efc09d3
 @runtime_checkable

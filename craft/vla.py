@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from .config import check_range, check_types
-from .policy import TOKEN_TYPES, Generated, select_layers
+from .policy import TOKEN_TYPES, ChunkRule, Generated, select_layers
 from .tokenizers import FastActionTokenizer
 
 # %% auto #0
@@ -211,13 +211,6 @@ def next_token_logits(vla: SmallVLA, batch: dict[str, Tensor]) -> Tensor:
     return _forward(vla, batch).logits[torch.arange(len(last)), last].float()
 
 # %% ../nbs/07_vla.ipynb #f71155e6
-def _allowed(vla: SmallVLA, sizes: Tensor, missing: Tensor) -> Tensor:
-    "(B, V) bool: action tokens no longer than the coefficients `missing` (B,), and <eos> once none are missing."
-    allowed = torch.zeros(len(missing), vla.image_token + 1, dtype=torch.bool, device=missing.device)
-    allowed[:, vla.n_text:vla.image_token] = sizes[None] <= missing[:, None]
-    allowed[:, vla.text_tokenizer.eos_token_id] = missing == 0
-    return allowed
-
 @torch.no_grad()
 def generate_actions(vla: SmallVLA, images: list, prompts: list[str], max_tokens: int) -> Generated:
     "Greedy, well-formed FAST action tokens for each (image, prompt), with a KV cache."
@@ -229,27 +222,16 @@ def generate_actions(vla: SmallVLA, images: list, prompts: list[str], max_tokens
                     attention_mask=prefix_lm_mask(batch["token_types"], dtype), use_cache=True)
     logits = out.logits[rows, lengths - 1].float()                              # (B, V)
     sizes = torch.as_tensor(vla.action_tokenizer.token_sizes, device=device)    # (A,) coefficients per token
-    eos = vla.text_tokenizer.eos_token_id
-    missing = torch.full_like(lengths, vla.action_tokenizer.horizon * vla.action_tokenizer.dim)
-    done, overridden = torch.zeros_like(visible[:, 0]), torch.zeros_like(lengths)
-    ids = [[] for _ in prompts]
+    rule = ChunkRule(torch.arange(vla.n_text, vla.image_token, device=device), sizes, vla.text_tokenizer.eos_token_id,
+                     vla.action_tokenizer.horizon * vla.action_tokenizer.dim, len(prompts), logits.shape[-1])
     for step in range(max_tokens):
-        actionable = torch.full_like(logits, float("-inf"))
-        actionable[:, vla.n_text:vla.image_token], actionable[:, eos] = 0, 0
-        own = (logits + actionable).argmax(-1)                                  # the unconstrained action choice
-        token = logits.masked_fill(~_allowed(vla, sizes, missing), float("-inf")).argmax(-1)
-        overridden += (token != own) & ~done
-        for row in (~done).nonzero()[:, 0].tolist():
-            ids[row].append(int(token[row]))
-        is_action = (token >= vla.n_text) & (token < vla.image_token)
-        missing -= torch.where(is_action & ~done, sizes[(token - vla.n_text).clamp(0, len(sizes) - 1)], 0)
-        done |= token == eos
-        if done.all():
+        token = rule.step(logits)
+        if rule.done.all():
             break
         visible = torch.cat([visible, torch.ones_like(visible[:, :1])], 1)     # generated tokens are all seen
         mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
         out = vla.model(input_ids=token[:, None], attention_mask=mask[:, None, None], use_cache=True,
                         position_ids=(lengths + step + 1)[:, None], past_key_values=out.past_key_values)
         logits = out.logits[:, -1].float()
-    return Generated(ids, done, overridden)
+    return rule.generated()
 
