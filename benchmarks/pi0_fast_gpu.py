@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-from craft.config import CraftConfig
+from craft.config import CraftConfig, TrainConfig
 from craft.frames import decode_frames
 from craft.full import CI_POLICY, build_teacher, teacher_spec
 from craft.grad_surgery import gradient_stats, surgery_merge_granular_
+from craft.loaders import TaskLoader
 from craft.pi0_fast import CI_SIZE
-from craft.primal_dual import PrimalDual
 from craft.retention import anchor_features, hidden_retention_loss
-from craft.train import RunState, TaskLoader, TrainConfig, compute_precision, optimizer_and_scheduler, update_step
+from craft.run import Run
+from craft.train import compute_precision, update_step
 
 DATASET = "data/insertion"
 FRAMES = "frames.pt"
@@ -82,13 +83,13 @@ def synced(device: str) -> float:
     return time.perf_counter()
 
 
-def timed_steps(policy, tasks, opt, sched, cfg, craft, state, anchors, first: int, n: int, device: str) -> list[float]:
-    "Seconds of each of `n` trainer steps from step `first`; every step must apply its update."
+def timed_steps(run: Run, first: int, n: int, device: str) -> list[float]:
+    "Seconds of each of `n` trainer steps of `run` from step `first`; every step must apply its update."
     times = []
     for step in range(first, first + n):
-        batch = next(tasks)
+        batch = next(run.tasks)
         start = synced(device)
-        row = update_step(policy, batch, opt, sched, cfg, craft, state, anchors, step)
+        row = update_step(run, batch, step)
         times.append(synced(device) - start)
         assert row["skipped"] == 0, f"step {step} was skipped: {row}"
     return times
@@ -116,13 +117,13 @@ def flat_stats_error(grads) -> dict:
             "ret_sq": abs(ret_sq - e_ret) / e_ret}
 
 
-def profile_step(policy, batch, opt, sched, cfg, craft, state, anchors, step: int, device: str, path: Path) -> None:
+def profile_step(run: Run, batch: dict, step: int, device: str, path: Path) -> None:
     "One trainer step under torch.profiler: the operators by device time and by host time, into `path`."
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
-        update_step(policy, batch, opt, sched, cfg, craft, state, anchors, step)
+        update_step(run, batch, step)
         synced(device)
     table = prof.key_averages()
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
@@ -165,12 +166,10 @@ def measure(folder: Path, ci: bool, device: str, out: Path) -> Record:
     out.write_text(json.dumps(rec, indent=2))
 
     tasks = TaskLoader(frames, cfg.batch_size, 0)
-    opt, sched = optimizer_and_scheduler(policy, cfg)
-    off = dataclasses.replace(craft, enabled=False)
-    base_state = RunState(PrimalDual.from_config(off, cfg.steps))
-    timed_steps(policy, tasks, opt, sched, cfg, off, base_state, None, 1, 2, device)       # warm-up
+    base_run = Run.start(policy, cfg, dataclasses.replace(craft, enabled=False), tasks)
+    timed_steps(base_run, 1, 2, device)                                                    # warm-up
     reset_peak(device)
-    base = timed_steps(policy, tasks, opt, sched, cfg, off, base_state, None, 3, 2 * k, device)
+    base = timed_steps(base_run, 3, 2 * k, device)
     rec["baseline_step_seconds"] = [round(t, 4) for t in base]
     rec["baseline_peak_gib"] = round(peak_gib(device), 2)
     with torch.no_grad(), compute_precision(params, cfg):
@@ -178,18 +177,17 @@ def measure(folder: Path, ci: bool, device: str, out: Path) -> Record:
     rec["action_tokens_per_batch"] = units
     out.write_text(json.dumps(rec, indent=2))
 
-    base_state.grads = None                                   # free the baseline's gradient buffer before CRaFT's peak
-    state = RunState(PrimalDual.from_config(craft, cfg.steps))
-    timed_steps(policy, tasks, opt, sched, cfg, craft, state, anchors, k, 1, device)      # warm-up: a retention step
+    base_run.grads = None                                     # free the baseline's gradient buffer before CRaFT's peak
+    run = Run(policy, base_run.optimizer, base_run.scheduler, cfg, craft, tasks, anchors)
+    timed_steps(run, k, 1, device)                                                         # warm-up: a retention step
     reset_peak(device)
     mallocs = device_mallocs(device)
-    steps = timed_steps(policy, tasks, opt, sched, cfg, craft, state, anchors, k + 1, 2 * k, device)
+    steps = timed_steps(run, k + 1, 2 * k, device)
     rec["craft_step_seconds"] = [round(t, 4) for t in steps]
     rec["craft_peak_gib"] = round(peak_gib(device), 2)
     rec["device_mallocs_during_craft_steps"] = device_mallocs(device) - mallocs
-    profile_step(policy, next(tasks), opt, sched, cfg, craft, state, anchors, 4 * k, device,
-                 out.with_name(out.stem + "_retention_step_profile.txt"))
-    anchor_times, surgery_times, grads = [], [], state.grads
+    profile_step(run, next(tasks), 4 * k, device, out.with_name(out.stem + "_retention_step_profile.txt"))
+    anchor_times, surgery_times, grads = [], [], run.grads
     for _ in range(3):
         inputs, targets = next(anchors)
         start = synced(device)

@@ -12,13 +12,15 @@ import torch
 import yaml
 
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
-from craft.config import CraftConfig, from_section
+from craft.config import CraftConfig, TrainConfig, from_section
 from craft.frames import decode_datasets
 from craft.grad_surgery import surgery_merge_granular_
+from craft.loaders import TaskLoader
 from craft.policy import load_policy
 from craft.primal_dual import PrimalDual
 from craft.project import find_root
-from craft.train import RunState, TaskLoader, TrainConfig, optimizer_and_scheduler, retention_loss, update_step
+from craft.run import Run
+from craft.train import retention_loss, update_step
 
 
 def overhead(teacher, dataset: str, frames, cache, craft: CraftConfig, cfg: TrainConfig, rounds: int = 6) -> dict:
@@ -26,23 +28,22 @@ def overhead(teacher, dataset: str, frames, cache, craft: CraftConfig, cfg: Trai
     policies = {name: load_policy(teacher) for name in ("baseline", "craft")}
     runs = {}
     for name, policy in policies.items():
-        opt, sched = optimizer_and_scheduler(policy, dataclasses.replace(cfg, steps=10_000))
-        run_craft = dataclasses.replace(craft, enabled=name == "craft")
-        runs[name] = (policy, opt, sched, run_craft, RunState(PrimalDual.from_config(run_craft, 10_000)),
-                      TaskLoader(frames[dataset], cfg.batch_size, 0),
-                      AnchorLoader(cache, frames, craft.anchor_batch_size, 0))
+        runs[name] = Run.start(policy, dataclasses.replace(cfg, steps=10_000),
+                               dataclasses.replace(craft, enabled=name == "craft"),
+                               TaskLoader(frames[dataset], cfg.batch_size, 0),
+                               AnchorLoader(cache, frames, craft.anchor_batch_size, 0))
     k, step, totals = craft.retention_freq, {"baseline": 0, "craft": 0}, {"baseline": [], "craft": []}
     for r in range(rounds + 1):                      # round 0 warms up; rounds alternate the two methods
         for name in ("baseline", "craft") if r % 2 else ("craft", "baseline"):
-            policy, opt, sched, run_craft, state, tasks, anchors = runs[name]
-            batches = [next(tasks) for _ in range(k)]
+            batches = [next(runs[name].tasks) for _ in range(k)]
             start = time.perf_counter()
             for b in batches:
                 step[name] += 1
-                update_step(policy, b, opt, sched, cfg, run_craft, state, anchors, step[name])
+                update_step(runs[name], b, step[name])
             if r:
                 totals[name].append((time.perf_counter() - start) / k)
-    policy, tasks, anchors, grads = runs["craft"][0], runs["craft"][-2], runs["craft"][-1], runs["craft"][4].grads
+    run = runs["craft"]
+    policy, tasks, anchors, grads = run.policy, run.tasks, run.anchors, run.grads
     params_ = [p for p in policy.parameters() if p.requires_grad]
     anchor_times, surgery_times = [], []
     for _ in range(rounds):
@@ -54,7 +55,7 @@ def overhead(teacher, dataset: str, frames, cache, craft: CraftConfig, cfg: Trai
         anchor_times.append(time.perf_counter() - start)
         grads.zero_task_()
         policy.task_loss(next(tasks))[0].backward()       # the task buffer holds a real task gradient
-        dual = PrimalDual.from_config(craft, 10_000)
+        dual = PrimalDual(craft, 10_000)
         start = time.perf_counter()
         surgery_merge_granular_(grads, dual.lam, craft.projection_mode, craft.conflict_threshold,
                                 craft.use_grad_projection, craft.surgery_granularity)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,15 +18,16 @@ from tqdm import tqdm
 
 from .config import CraftConfig, check_choice, check_range, check_types
 from .data import ImageRef
+from .loaders import SeededCycle
 from .policy import TokenPolicy, check_layers, require
-from .project import readable_weights, repro_target
+from .project import readable_weights, replacing, repro_target
 from .retention import anchor_features, feature_key
 
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'MANIFEST', 'REFERENCES', 'PROMPT_KINDS', 'CacheConfig', 'AnchorCacheError', 'teacher_fingerprint',
            'draw_anchors', 'teacher_targets', 'draw_questions', 'anchor_samples', 'build_anchor_cache', 'cache_bytes',
-           'rebuild_hint', 'AnchorCacheDataset', 'SeededCycle', 'AnchorLoader', 'token_targets']
+           'rebuild_hint', 'AnchorCacheDataset', 'AnchorLoader', 'token_targets']
 
 # %% ../nbs/13_anchor_cache.ipynb #25e22fb5
 FORMAT_VERSION = 1
@@ -148,21 +148,17 @@ def build_anchor_cache(policy, teacher_dir: str | Path, frames, dataset: str, cr
         parts.append(teacher_targets(policy, list(images), list(prompts), craft))
         refs += [{**ref, "prompt": prompt} for ref, prompt in zip(batch_refs, prompts)]
     targets = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shards = _write_shards(targets, tmp, cfg.shard_size)
-    (tmp / REFERENCES).write_text("".join(json.dumps(r) + "\n" for r in refs))
-    manifest = {"format_version": FORMAT_VERSION, "mode": craft.retention_mode,
-                "teacher": {"path": str(teacher_dir), "fingerprint": teacher_fingerprint(teacher_dir)},
-                "layers": list(craft.retention_layers) if hidden else [],
-                "pools": list(craft.retention_pools) if hidden else [],
-                "feature_dim": policy.feature_width if hidden else None, "language_layers": layers,
-                "dtype": "float16" if hidden else "int32", "count": len(refs), "shards": shards,
-                "created": asdict(cfg)}                          # no timings: identical anchors, identical bytes
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with replacing(out) as folder:                               # the previous cache stays whole until this one is
+        shards = _write_shards(targets, folder, cfg.shard_size)
+        (folder / REFERENCES).write_text("".join(json.dumps(r) + "\n" for r in refs))
+        manifest = {"format_version": FORMAT_VERSION, "mode": craft.retention_mode,
+                    "teacher": {"path": str(teacher_dir), "fingerprint": teacher_fingerprint(teacher_dir)},
+                    "layers": list(craft.retention_layers) if hidden else [],
+                    "pools": list(craft.retention_pools) if hidden else [],
+                    "feature_dim": policy.feature_width if hidden else None, "language_layers": layers,
+                    "dtype": "float16" if hidden else "int32", "count": len(refs), "shards": shards,
+                    "created": asdict(cfg)}                          # no timings: identical anchors, identical bytes
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 def cache_bytes(folder: str | Path) -> dict[str, int]:
@@ -280,34 +276,6 @@ class AnchorCacheDataset(torch.utils.data.Dataset):
         return self.references[i], {k: v[i] for k, v in self.targets.items()}
 
 # %% ../nbs/13_anchor_cache.ipynb #498e9a80
-class SeededCycle:
-    "Endless batches of indices into `n` items, reshuffled every pass with a seeded generator; checkpointable."
-
-    def __init__(self, n: int, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world = shard                # this process takes every world-th item of a global batch
-        self.epoch = self.position = 0
-
-    def next_indices(self) -> list[int]:
-        "This process's indices of the next global batch."
-        out = []
-        while len(out) < self.batch_size:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-            take = order[self.position:self.position + self.batch_size - len(out)]
-            out += take.tolist()
-            self.position += len(take)
-            if self.position == self.n:
-                self.epoch, self.position = self.epoch + 1, 0
-        return out[self.rank::self.world]
-
-    def state_dict(self) -> dict:
-        "The position in the endless sequence."
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        "Continue from a saved position."
-        self.epoch, self.position = state["epoch"], state["position"]
-
 class AnchorLoader(SeededCycle):
     "Endless `(inputs, targets)` batches of `batch_size` anchors, reshuffled every pass; checkpointable."
 

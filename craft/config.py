@@ -17,8 +17,9 @@ import yaml
 
 # %% auto #0
 __all__ = ['RETENTION_MODES', 'POOLS', 'RETENTION_LOSSES', 'PROJECTION_MODES', 'EPSILON_SCHEDULES', 'SURGERY_GRANULARITIES', 'C',
-           'ConfigError', 'check_types', 'check_range', 'check_choice', 'CraftConfig', 'from_section', 'load_params',
-           'save_config', 'load_config']
+           'METHOD_SECTIONS', 'ConfigError', 'check_types', 'check_range', 'check_choice', 'CraftConfig',
+           'from_section', 'load_params', 'save_config', 'load_config', 'TrainConfig', 'method_configs',
+           'method_record', 'write_method_configs', 'read_method_config']
 
 # %% ../nbs/00_config.ipynb #beb2f782
 class ConfigError(ValueError):
@@ -168,3 +169,94 @@ def save_config(cfg, path: str | Path) -> Path:
 def load_config(cls: type[C], path: str | Path) -> C:
     "Read a config of class `cls` saved by `save_config`."
     return from_section(cls, json.loads(Path(path).read_text()), str(path))
+
+# %% ../nbs/00_config.ipynb #28f054a0
+@dataclass(frozen=True)
+class TrainConfig:
+    "Fine-tuning (params.yaml `train`)."
+    steps: int = 300
+    batch_size: int = 8               # global task batch
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip_norm: float = 1.0
+    log_freq: int = 10
+    save_freq: int = 100              # a checkpoint step_NNNNNN/ every save_freq steps
+    keep_last: int = 2                # step checkpoints kept (final/ is always kept)
+    seed: int = 0
+    replay_fraction: float = 0.0      # share of each task batch drawn from the old task, with its own targets
+    l2_init_weight: float = 0.0       # α of the L2-SP penalty (α/2)·‖θ − θ₀‖² towards the teacher's weights
+    question_weight: float = 0.0      # co-training (Knowledge-Insulation-style): weight of the answer loss on the
+    question_batch: int = 8           #   teacher's training questions, question_batch of them per step
+    mixed_precision: str = "no"       # "bf16": forward passes in bfloat16 (autocast) over fp32 master weights
+    final_optimizer: bool = False     # keep AdamW's state in final/ too (to train on past the end; 23 GB for pi0_fast)
+
+    def __post_init__(self):
+        check_types(self)
+        for name in ("steps", "batch_size", "log_freq", "save_freq", "keep_last", "question_batch"):
+            check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
+        for name in ("lr", "grad_clip_norm"):
+            check_range(self, name, getattr(self, name) > 0, "must be > 0")
+        check_range(self, "warmup_steps", 0 <= self.warmup_steps < self.steps, f"must lie in [0, steps = {self.steps})")
+        check_range(self, "l2_init_weight", self.l2_init_weight >= 0, "must be ≥ 0")
+        check_range(self, "question_weight", self.question_weight >= 0, "must be ≥ 0")
+        check_range(self, "mixed_precision", self.mixed_precision in ("no", "bf16"), "must be 'no' or 'bf16'")
+        old = round(self.batch_size * self.replay_fraction)
+        check_range(self, "replay_fraction", 0 <= self.replay_fraction < 1, "must lie in [0, 1)")
+        check_range(self, "replay_fraction", self.replay_fraction == 0 or 1 <= old < self.batch_size,
+                    f"must leave at least one old and one new sample in a batch of {self.batch_size}")
+
+    @property
+    def replay_samples(self) -> int:
+        "Old-task samples in each global task batch."
+        return round(self.batch_size * self.replay_fraction)
+
+# %% ../nbs/00_config.ipynb #08726340
+METHOD_SECTIONS = {"craft": CraftConfig, "train": TrainConfig}
+
+def method_configs(method: str, methods: dict, craft: dict, train: dict,
+                   seed: int | None = None) -> tuple[CraftConfig, TrainConfig]:
+    "The validated `craft` and `train` configurations of `method` (params.yaml `methods`), `seed` replacing train's."
+    if method not in methods:
+        raise KeyError(f"method {method!r} is not in params.yaml `methods` (known: {', '.join(methods)})")
+    changes = methods[method] or {}
+    for section in changes:
+        if section not in METHOD_SECTIONS:
+            raise ConfigError(section, changes[section], "a method changes only the sections "
+                              + ", ".join(METHOD_SECTIONS), f"methods.{method}")
+    from_section(CraftConfig, craft, "craft"), from_section(TrainConfig, train, "train")   # errors name what you wrote
+    train = {**train, **changes.get("train", {}), **({} if seed is None else {"seed": seed})}
+    return (_merged(CraftConfig, craft, changes.get("craft", {}), "craft", method),
+            _merged(TrainConfig, train, changes.get("train", {}), "train", method))
+
+def _merged(cls, section: dict, changes: dict, name: str, method: str):
+    "`cls` from `section` updated by the method's `changes`; an error names where the offending key was written."
+    try:
+        return from_section(cls, {**section, **changes}, name)
+    except ConfigError as e:
+        if e.field in changes:
+            raise e.within(f"methods.{method}.{name}") from None
+        raise
+
+def method_record(craft: CraftConfig, train: TrainConfig) -> dict:
+    "What a method's run reads: its `train` configuration, and its `craft` one only when CRaFT is on."
+    return {"craft": dataclasses.asdict(craft) if craft.enabled else {"enabled": False},
+            "train": dataclasses.asdict(train)}
+
+def write_method_configs(folder: str | Path, names: list[str], methods: dict, craft: dict, train: dict) -> list[Path]:
+    "Validate each method of `names` and write its record to `folder/<name>.json` (what its train stage reads)."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = {name: method_record(*method_configs(name, methods, craft, train)) for name in names}
+    for stale in set(folder.glob("*.json")) - {folder / f"{name}.json" for name in names}:
+        stale.unlink()
+    for name, record in records.items():
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return [folder / f"{name}.json" for name in names]
+
+def read_method_config(path: str | Path, seed: int | None = None) -> tuple[CraftConfig, TrainConfig]:
+    "The configurations of a record written by `write_method_configs`, `seed` replacing train's."
+    record = json.loads(Path(path).read_text())
+    train = {**record["train"], **({} if seed is None else {"seed": seed})}
+    return (from_section(CraftConfig, record["craft"], f"{path}: craft"),
+            from_section(TrainConfig, train, f"{path}: train"))

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from craft.pi0_fast_tokenizers import (
     write_paligemma_tokenizer,
 )
 from .policy import scratch_tempdir
+from .project import replacing
 
 # %% auto #0
 __all__ = ['CI_POLICY', 'TeacherSpec', 'teacher_spec', 'teacher_config', 'normalised_chunks', 'build_teacher', 'save_teacher']
@@ -122,11 +122,7 @@ def build_teacher(spec: TeacherSpec, size: Pi0FastSize, section: dict, folder: s
         return Pi0FastPolicy(config, size, stats)
 
 def save_teacher(policy: Pi0FastPolicy, folder: str | Path) -> Path:
-    "Write the teacher to `folder` through a temporary sibling, then rename: a half-written teacher never exists."
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    "Write the teacher to `folder`, replaced whole: a half-written teacher never exists."
+    with replacing(folder) as new:
+        policy.save_pretrained(new)
+    return Path(folder)

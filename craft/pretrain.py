@@ -5,7 +5,6 @@
 # %% ../nbs/11_pretrain.ipynb #afd59e72
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .frames import Frames
 from .mcq import accuracy, choice_scores
 from .modeling_small_vla import SmallVLAPolicy, tokenized_chunks
 from .policy import question_samples
+from .project import replacing
 from .tokenizers import FastActionTokenizer, build_text_tokenizer
 from .vla import VLAConfig
 
@@ -143,12 +143,8 @@ def action_coverage(policy: SmallVLAPolicy, frames: Frames, split: str) -> dict:
             "state_saturated": float(((state < low) | (state > high)).float().mean())}
 
 def save_teacher(policy: SmallVLAPolicy, cfg: PretrainConfig, folder: str | Path) -> Path:
-    "Write the policy and its pretraining configuration to `folder` via a temporary sibling, then rename."
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    save_config(cfg, tmp / "pretrain_config.json")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    "Write the policy and its pretraining configuration to `folder`, replaced whole."
+    with replacing(folder) as new:
+        policy.save_pretrained(new)
+        save_config(cfg, new / "pretrain_config.json")
+    return Path(folder)

@@ -48,55 +48,34 @@ def update_lambda(lam: float, retention_loss: float, epsilon: float, lambda_lr: 
 # %% ../nbs/02_primal_dual.ipynb #3ccb01f3
 @dataclass
 class PrimalDual:
-    "The dual variable λ and the threshold schedule ε(t) of one training run."
-    initial_lambda: float = 1.0
-    lambda_lr: float = 0.01
-    lambda_max: float = 10.0
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.1
-    decay_steps: int = 1             # already resolved: ≥ 1
-    schedule: str = "linear"
+    "The dual variable λ and the threshold schedule ε(t) of a run of `total_steps`, as `cfg` sets them."
+    cfg: CraftConfig
+    total_steps: int
+    decay_steps: int = field(init=False)                           # epsilon_decay_steps resolved: ≥ 1
     lam: float = field(init=False)
-    skipped: int = field(init=False, default=0)
-    history: list[dict] = field(init=False, default_factory=list)  # per update: step, lambda, epsilon, retention_loss
+    history: list[dict] = field(init=False, default_factory=list)  # per update: step, λ, ε, retention loss, …
 
     def __post_init__(self):
-        self.lam = self.initial_lambda
-
-    @classmethod
-    def from_config(cls, cfg: CraftConfig, total_steps: int) -> PrimalDual:
-        "The primal-dual state a CraftConfig describes, for a run of `total_steps`."
-        return cls(cfg.initial_lambda, cfg.lambda_lr, cfg.lambda_max, cfg.epsilon_start, cfg.epsilon_end,
-                   resolve_decay_steps(cfg.epsilon_decay_steps, total_steps), cfg.epsilon_schedule)
+        self.decay_steps = resolve_decay_steps(self.cfg.epsilon_decay_steps, self.total_steps)
+        self.lam = self.cfg.initial_lambda
 
     def epsilon(self, step: int) -> float:
         "ε at `step`."
-        return epsilon_schedule(step, self.epsilon_start, self.epsilon_end, self.decay_steps, self.schedule)
+        cfg = self.cfg
+        return epsilon_schedule(step, cfg.epsilon_start, cfg.epsilon_end, self.decay_steps, cfg.epsilon_schedule)
 
-    def update(self, step: int, retention_loss: float) -> float:
-        "Take the dual step for the retention loss measured at `step`; return the new λ."
+    def update(self, step: int, retention_loss: float, **measured: float) -> float:
+        "Take the dual step for the retention loss at `step`, recorded with what else was `measured`; the new λ."
         eps = self.epsilon(step)
-        self.skipped += not math.isfinite(retention_loss)
-        self.lam = update_lambda(self.lam, retention_loss, eps, self.lambda_lr, self.lambda_max)
-        self.history.append({"step": step, "lambda": self.lam, "epsilon": eps, "retention_loss": retention_loss})
+        self.lam = update_lambda(self.lam, retention_loss, eps, self.cfg.lambda_lr, self.cfg.lambda_max)
+        self.history.append({"step": step, "lambda": self.lam, "epsilon": eps, "retention_loss": retention_loss,
+                             **measured})
         return self.lam
-
-    def state_dict(self) -> dict:
-        "λ, the skip counter and the history, as plain Python values."
-        return {"lam": self.lam, "skipped": self.skipped, "history": [dict(row) for row in self.history]}
-
-    def load_state_dict(self, state: dict) -> None:
-        "Restore what `state_dict` returned."
-        missing = {"lam", "skipped", "history"} - set(state)
-        if missing:
-            raise KeyError(f"primal-dual state lacks {sorted(missing)}; was it saved by PrimalDual.state_dict?")
-        self.lam, self.skipped = float(state["lam"]), int(state["skipped"])
-        self.history = [dict(row) for row in state["history"]]
 
 # %% ../nbs/02_primal_dual.ipynb #112b8533
 def lambda_response(cfg: CraftConfig, total_steps: int, retention_loss: float) -> list[dict]:
     "The history of a run of `total_steps` whose retention loss stays at `retention_loss`."
-    dual = PrimalDual.from_config(cfg, total_steps)
+    dual = PrimalDual(cfg, total_steps)
     for step in range(0, total_steps, cfg.retention_freq):
         dual.update(step, retention_loss)
     return dual.history

@@ -11,12 +11,14 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['find_root', 'repro_target', 'restore_hint', 'WeightsError', 'readable_weights', 'DataChanged', 'data_changes',
-           'check_recorded_data', 'write_offline_plots_template', 'live_logger']
+           'check_recorded_data', 'write_offline_plots_template', 'live_logger', 'partial_path', 'replace_whole',
+           'replacing']
 
 # %% ../nbs/03_project.ipynb #cfcf5146
 def find_root(start: str | Path | None = None) -> Path:
@@ -156,3 +158,39 @@ def live_logger(live, prefix: str = "", names: dict[str, str] | None = None):
                 live.log_metric(f"{prefix}/{name}" if prefix else name, value)
         live.make_summary()
     return log
+
+# %% ../nbs/03_project.ipynb #b9272238
+def partial_path(path: str | Path) -> Path:
+    "Where `replacing(path)` writes: `path` with `.partial` appended to its name."
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+def _remove(path: Path) -> None:
+    "Delete the file or folder `path`, if there is one."
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+def replace_whole(new: str | Path, path: str | Path) -> Path:
+    "Move `new` (a file or folder) over `path`; the previous `path` is removed after the move."
+    new, path = Path(new), Path(path)
+    old = path.with_name(path.name + ".old")
+    _remove(old)
+    if path.exists():
+        path.rename(old)
+    new.rename(path)
+    _remove(old)
+    return path
+
+@contextlib.contextmanager
+def replacing(path: str | Path, folder: bool = True, keep: bool = False):
+    "Yield `path.partial` (an empty folder, or a file path); on success it replaces `path` whole."
+    path, new = Path(path), partial_path(path)
+    if not keep:
+        _remove(new)
+    new.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        new.mkdir(exist_ok=True)
+    yield new
+    replace_whole(new, path)

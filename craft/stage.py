@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,7 @@ from .project import DataChanged, check_recorded_data
 # %% auto #0
 __all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
            'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
-           'launch_command', 'launch_stage', 'missing_environment', 'starter', 'end_with_starter', 'main',
-           'partial_path', 'replace_whole', 'replacing']
+           'launch_command', 'launch_stage', 'missing_environment', 'starter', 'end_with_starter', 'main']
 
 # %% ../nbs/24_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -217,39 +215,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:
     sys.exit(main())
-
-# %% ../nbs/24_stage.ipynb #b9272238
-def partial_path(path: str | Path) -> Path:
-    "Where `replacing(path)` writes: `path` with `.partial` appended to its name."
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
-
-def _remove(path: Path) -> None:
-    "Delete the file or folder `path`, if there is one."
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-def replace_whole(new: str | Path, path: str | Path) -> Path:
-    "Move `new` (a file or folder) over `path`; the previous `path` is removed after the move."
-    new, path = Path(new), Path(path)
-    old = path.with_name(path.name + ".old")
-    _remove(old)
-    if path.exists():
-        path.rename(old)
-    new.rename(path)
-    _remove(old)
-    return path
-
-@contextlib.contextmanager
-def replacing(path: str | Path, folder: bool = True, keep: bool = False):
-    "Yield `path.partial` (an empty folder, or a file path); on success it replaces `path` whole."
-    path, new = Path(path), partial_path(path)
-    if not keep:
-        _remove(new)
-    new.parent.mkdir(parents=True, exist_ok=True)
-    if folder:
-        new.mkdir(exist_ok=True)
-    yield new
-    replace_whole(new, path)

@@ -5,157 +5,40 @@
 # %% ../nbs/14_train.ipynb #cc3f9fa0
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from tqdm import tqdm
 
-from .anchor_cache import SeededCycle, teacher_fingerprint, token_targets
-from .config import ConfigError, CraftConfig, check_range, check_types, from_section
+from .anchor_cache import token_targets
+from .config import CraftConfig, TrainConfig
+from .distributed import all_sum_, barrier, global_sum
 from .grad_surgery import FlatGrads, surgery_merge_granular_, surgery_summary
-from .policy import TokenPolicy, question_samples, require
-from .primal_dual import PrimalDual
-from .project import live_logger, readable_weights
+from .policy import question_samples
+from .project import live_logger, partial_path, replace_whole
 from .retention import anchor_features, hidden_retention_loss, token_retention_loss
-from .stage import partial_path, replace_whole
+from craft.run import (
+    HOLDER_FILE,
+    RUN_FILE,
+    Run,
+    check_not_held,
+    load_checkpoint,
+    prune_checkpoints,
+    resume_point,
+    save_checkpoint,
+)
 
 # %% auto #0
-__all__ = ['METHOD_SECTIONS', 'BUCKET', 'HISTORY_FIELDS', 'METRIC_NAMES', 'RUN_FILE', 'HOLDER_FILE', 'TrainConfig',
-           'method_configs', 'method_record', 'write_method_configs', 'read_method_config', 'retention_loss',
-           'compute_precision', 'l2_init_', 'RunState', 'question_loss', 'update_step', 'process_shard', 'TaskLoader',
-           'concat_batches', 'ReplayLoader', 'QuestionLoader', 'question_loader', 'task_loader', 'save_checkpoint',
-           'load_checkpoint', 'read_lambda_history', 'prune_checkpoints', 'log_line', 'check_master_weights',
-           'optimizer_and_scheduler', 'fine_tune', 'check_not_held', 'run_signature', 'newest_checkpoint',
-           'resume_point', 'fine_tune_run']
-
-# %% ../nbs/14_train.ipynb #28f054a0
-@dataclass(frozen=True)
-class TrainConfig:
-    "Fine-tuning (params.yaml `train`)."
-    steps: int = 300
-    batch_size: int = 8               # global task batch
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    grad_clip_norm: float = 1.0
-    log_freq: int = 10
-    save_freq: int = 100              # a checkpoint step_NNNNNN/ every save_freq steps
-    keep_last: int = 2                # step checkpoints kept (final/ is always kept)
-    seed: int = 0
-    replay_fraction: float = 0.0      # share of each task batch drawn from the old task, with its own targets
-    l2_init_weight: float = 0.0       # α of the L2-SP penalty (α/2)·‖θ − θ₀‖² towards the teacher's weights
-    question_weight: float = 0.0      # co-training (Knowledge-Insulation-style): weight of the answer loss on the
-    question_batch: int = 8           #   teacher's training questions, question_batch of them per step
-    mixed_precision: str = "no"       # "bf16": forward passes in bfloat16 (autocast) over fp32 master weights
-    final_optimizer: bool = False     # keep AdamW's state in final/ too (to train on past the end; 23 GB for pi0_fast)
-
-    def __post_init__(self):
-        check_types(self)
-        for name in ("steps", "batch_size", "log_freq", "save_freq", "keep_last", "question_batch"):
-            check_range(self, name, getattr(self, name) >= 1, "must be ≥ 1")
-        for name in ("lr", "grad_clip_norm"):
-            check_range(self, name, getattr(self, name) > 0, "must be > 0")
-        check_range(self, "warmup_steps", 0 <= self.warmup_steps < self.steps, f"must lie in [0, steps = {self.steps})")
-        check_range(self, "l2_init_weight", self.l2_init_weight >= 0, "must be ≥ 0")
-        check_range(self, "question_weight", self.question_weight >= 0, "must be ≥ 0")
-        check_range(self, "mixed_precision", self.mixed_precision in ("no", "bf16"), "must be 'no' or 'bf16'")
-        old = round(self.batch_size * self.replay_fraction)
-        check_range(self, "replay_fraction", 0 <= self.replay_fraction < 1, "must lie in [0, 1)")
-        check_range(self, "replay_fraction", self.replay_fraction == 0 or 1 <= old < self.batch_size,
-                    f"must leave at least one old and one new sample in a batch of {self.batch_size}")
-
-    @property
-    def replay_samples(self) -> int:
-        "Old-task samples in each global task batch."
-        return round(self.batch_size * self.replay_fraction)
-
-# %% ../nbs/14_train.ipynb #08726340
-METHOD_SECTIONS = {"craft": CraftConfig, "train": TrainConfig}
-
-def method_configs(method: str, methods: dict, craft: dict, train: dict,
-                   seed: int | None = None) -> tuple[CraftConfig, TrainConfig]:
-    "The validated `craft` and `train` configurations of `method` (params.yaml `methods`), `seed` replacing train's."
-    if method not in methods:
-        raise KeyError(f"method {method!r} is not in params.yaml `methods` (known: {', '.join(methods)})")
-    changes = methods[method] or {}
-    for section in changes:
-        if section not in METHOD_SECTIONS:
-            raise ConfigError(section, changes[section], "a method changes only the sections "
-                              + ", ".join(METHOD_SECTIONS), f"methods.{method}")
-    from_section(CraftConfig, craft, "craft"), from_section(TrainConfig, train, "train")   # errors name what you wrote
-    train = {**train, **changes.get("train", {}), **({} if seed is None else {"seed": seed})}
-    return (_merged(CraftConfig, craft, changes.get("craft", {}), "craft", method),
-            _merged(TrainConfig, train, changes.get("train", {}), "train", method))
-
-def _merged(cls, section: dict, changes: dict, name: str, method: str):
-    "`cls` from `section` updated by the method's `changes`; an error names where the offending key was written."
-    try:
-        return from_section(cls, {**section, **changes}, name)
-    except ConfigError as e:
-        if e.field in changes:
-            raise e.within(f"methods.{method}.{name}") from None
-        raise
-
-def method_record(craft: CraftConfig, train: TrainConfig) -> dict:
-    "What a method's run reads: its `train` configuration, and its `craft` one only when CRaFT is on."
-    return {"craft": dataclasses.asdict(craft) if craft.enabled else {"enabled": False},
-            "train": dataclasses.asdict(train)}
-
-def write_method_configs(folder: str | Path, names: list[str], methods: dict, craft: dict, train: dict) -> list[Path]:
-    "Validate each method of `names` and write its record to `folder/<name>.json` (what its train stage reads)."
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    records = {name: method_record(*method_configs(name, methods, craft, train)) for name in names}
-    for stale in set(folder.glob("*.json")) - {folder / f"{name}.json" for name in names}:
-        stale.unlink()
-    for name, record in records.items():
-        (folder / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    return [folder / f"{name}.json" for name in names]
-
-def read_method_config(path: str | Path, seed: int | None = None) -> tuple[CraftConfig, TrainConfig]:
-    "The configurations of a record written by `write_method_configs`, `seed` replacing train's."
-    record = json.loads(Path(path).read_text())
-    train = {**record["train"], **({} if seed is None else {"seed": seed})}
-    return (from_section(CraftConfig, record["craft"], f"{path}: craft"),
-            from_section(TrainConfig, train, f"{path}: train"))
+__all__ = ['METRIC_NAMES', 'retention_loss', 'compute_precision', 'l2_init_', 'question_loss', 'update_step', 'log_line',
+           'fine_tune', 'fine_tune_run']
 
 # %% ../nbs/14_train.ipynb #ed5616a5
-def _world() -> int:
-    "Processes in the run (1 without torch.distributed)."
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-BUCKET = 1 << 25                      # elements per all-reduce (128 MiB of float32)
-
-def _collective_device() -> torch.device:
-    "Where the collectives run: this process's GPU under NCCL, else the CPU (gloo)."
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-
-def _sum_(flat: Tensor) -> None:
-    "Sum a flat buffer across processes, in place, one all-reduce per `BUCKET` elements (nothing in one process)."
-    if _world() == 1:
-        return
-    for part in flat.split(BUCKET):
-        dist.all_reduce(part)
-
-def _global(value: float) -> float:
-    "`value` summed across processes, on the collectives' device."
-    if _world() == 1:
-        return float(value)
-    t = torch.tensor(float(value), dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(t)
-    return t.item()
-
 def retention_loss(policy, inputs: dict, targets: dict[str, Tensor], craft: CraftConfig) -> tuple[Tensor, int]:
     "The retention loss of an anchor batch and how many units it averages (samples, or target tokens)."
     images, prompts = inputs["images"], inputs["prompts"]
@@ -182,225 +65,73 @@ def l2_init_(params: list, init: list[Tensor], weight: float) -> float:
     torch._foreach_add_([p.grad for p, _ in reached], diffs, alpha=weight)
     return 0.5 * weight * sum(float(d.double().square().sum()) for d in diffs)
 
-@dataclass
-class RunState:
-    "What a run carries from step to step: the dual variable, the counters, the last retention pass, θ₀."
-    dual: PrimalDual
-    skipped: int = 0
-    retention_loss: float = math.nan
-    conflict: float = math.nan
-    cos: float = math.nan
-    init: list[Tensor] | None = None      # the teacher's weights, for `l2_init` (not checkpointed: the teacher is)
-    grads: FlatGrads | None = None        # the gradient buffers, from the first step on (not checkpointed)
-
 def question_loss(policy, records: list, images: list) -> tuple[Tensor, int]:
     "Mean cross-entropy of the answers of MCQ `records` given their images, and how many answer tokens it averages."
     loss, info = policy.loss(question_samples(policy, records, images))
     return loss, info["target_tokens"]
 
-def update_step(policy, batch: dict, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig, state: RunState,
-                anchors, step: int, questions=None) -> dict:
-    "One optimisation step (LeRobot's `update_policy` shape); CRaFT's anchor pass every K steps. Returns the row."
+def update_step(run: Run, batch: dict, step: int) -> dict:
+    "One optimisation step of `run` on `batch` (LeRobot's `update_policy` shape); CRaFT's anchor pass every K steps."
     start = time.perf_counter()
+    policy, cfg, craft = run.policy, run.cfg, run.craft
     policy.train()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if state.grads is None:
-        optimizer.zero_grad(set_to_none=True)
+    params = run.trainable()
+    if run.grads is None:
+        run.optimizer.zero_grad(set_to_none=True)
     else:
-        state.grads.zero_task_()
+        run.grads.zero_task_()
     with compute_precision(params, cfg):
         loss, units = policy.task_loss(batch)
-    share = units / _global(units)
+    share = units / global_sum(units)
     total, answered = loss * share, math.nan
     if cfg.question_weight > 0:                            # co-training on the teacher's questions
         with compute_precision(params, cfg):
-            q_loss, q_units = question_loss(policy, *next(questions))
-        q_share = q_units / _global(q_units)
+            q_loss, q_units = question_loss(policy, *next(run.questions))
+        q_share = q_units / global_sum(q_units)
         total = total + cfg.question_weight * q_loss * q_share
-        answered = _global(q_loss.item() * q_share)
+        answered = global_sum(q_loss.item() * q_share)
     total.backward()
-    if state.grads is None:
-        state.grads = FlatGrads(params)                    # the layout: the parameters the task reaches
-    grads = state.grads
+    if run.grads is None:
+        run.grads = FlatGrads(params)                    # the layout: the parameters the task reaches
+    grads = run.grads
     grads.check_outside()
-    _sum_(grads.task)
-    global_loss = _global(loss.item() * share)             # the global batch's loss, on every process
-    penalty = l2_init_(params, state.init, cfg.l2_init_weight) if cfg.l2_init_weight > 0 else math.nan
+    all_sum_(grads.task)
+    global_loss = global_sum(loss.item() * share)             # the global batch's loss, on every process
+    penalty = l2_init_(params, run.init, cfg.l2_init_weight) if cfg.l2_init_weight > 0 else math.nan
     ok = math.isfinite(global_loss) and (cfg.question_weight == 0 or math.isfinite(answered)) and _finite(grads.task)
     retained = None
     if ok and craft.enabled and step % craft.retention_freq == 0:
-        inputs, targets = next(anchors)
+        inputs, targets = next(run.anchors)
         with compute_precision(params, cfg):
             l_ret, units = retention_loss(policy, inputs, targets, craft)
-        r_share = units / _global(units)
+        r_share = units / global_sum(units)
         with grads.retention():
             (l_ret * r_share).backward()
-        _sum_(grads.ret)
-        retained = _global(l_ret.item() * r_share)
+        all_sum_(grads.ret)
+        retained = global_sum(l_ret.item() * r_share)
         ok = math.isfinite(retained) and _finite(grads.ret)
         if ok:
             surgery = surgery_summary(surgery_merge_granular_(
-                grads, state.dual.lam, craft.projection_mode, craft.conflict_threshold,
+                grads, run.dual.lam, craft.projection_mode, craft.conflict_threshold,
                 craft.use_grad_projection, craft.surgery_granularity))
         grads.drop_retention()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm).item() if ok else math.nan
     ok = ok and math.isfinite(grad_norm)
-    lr = scheduler.get_last_lr()[0]
+    lr = run.scheduler.get_last_lr()[0]
     if ok:
-        optimizer.step()
-        scheduler.step()
+        run.optimizer.step()
+        run.scheduler.step()
         if retained is not None:
-            state.dual.update(step, retained)
-            state.retention_loss, (state.cos, state.conflict) = retained, surgery
+            run.retention_loss, (run.cos, run.conflict) = retained, surgery
+            run.dual.update(step, retained, cos=run.cos, conflict=run.conflict)
     else:
-        state.skipped += 1
+        run.skipped += 1
     return {"step": step, "loss": global_loss, "grad_norm": grad_norm, "lr": lr,
-            "retention_loss": state.retention_loss, "lambda": state.dual.lam if craft.enabled else math.nan,
-            "epsilon": state.dual.epsilon(step) if craft.enabled else math.nan,
-            "conflict": state.conflict, "cos": state.cos, "skipped": state.skipped, "l2_init": penalty,
+            "retention_loss": run.retention_loss, "lambda": run.dual.lam if craft.enabled else math.nan,
+            "epsilon": run.dual.epsilon(step) if craft.enabled else math.nan,
+            "conflict": run.conflict, "cos": run.cos, "skipped": run.skipped, "l2_init": penalty,
             "question_loss": answered, "retained": ok and retained is not None,
             "step_seconds": time.perf_counter() - start}
-
-# %% ../nbs/14_train.ipynb #c5a93a1f
-def process_shard() -> tuple[int, int]:
-    "(rank, number of processes) of this process, from Accelerate."
-    from accelerate import PartialState
-
-    state = PartialState()
-    return state.process_index, state.num_processes
-
-class TaskLoader(SeededCycle):
-    "Endless LeRobot-style batches from the train split of decoded frames; this process's slice of each."
-
-    def __init__(self, frames, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
-        self.frames, self.rows = frames, frames.rows("train")
-        super().__init__(len(self.rows), batch_size, seed, shard)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        return self.frames.batch(self.rows[self.next_indices()])
-
-def concat_batches(a: dict, b: dict) -> dict:
-    "Two LeRobot-style batches as one (tensors concatenated, lists joined)."
-    return {k: a[k] + b[k] if isinstance(a[k], list) else torch.cat([a[k], b[k]]) for k in a}
-
-class ReplayLoader:
-    "Task batches of which `old_samples` of every `batch_size` come from the old task's train split, own targets."
-
-    def __init__(self, new, old, batch_size: int, old_samples: int, seed: int, shard: tuple[int, int] = (0, 1)):
-        self.new = TaskLoader(new, batch_size - old_samples, seed, shard)
-        self.old = TaskLoader(old, old_samples, seed + 1, shard)
-        self.rank = shard[0]
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        return concat_batches(next(self.new), next(self.old))
-
-    def state_dict(self) -> dict:
-        "Both loaders' positions."
-        return {"new": self.new.state_dict(), "old": self.old.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        "Continue both loaders from a saved position."
-        self.new.load_state_dict(state["new"])
-        self.old.load_state_dict(state["old"])
-
-class QuestionLoader(SeededCycle):
-    "Endless batches of (MCQ records, their images) from the teacher's training questions; this process's slice."
-
-    def __init__(self, records: list, frames, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
-        self.records, self.frames = records, frames
-        super().__init__(len(records), batch_size, seed + 2, shard)   # a stream of its own, apart from replay's
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[list, list]:
-        picked = [self.records[i] for i in self.next_indices()]
-        return picked, [self.frames.image(r.image) for r in picked]
-
-def question_loader(policy, records: list, frames, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)) -> QuestionLoader:
-    "The co-training questions of a run, refused with a fix when the policy cannot train on questions."
-    require(policy, TokenPolicy, f"train.question_weight = {cfg.question_weight} (co-training on questions)",
-            "set it to 0")
-    if not records:
-        raise ConfigError("question_weight", cfg.question_weight, "co-training needs the teacher's training "
-                          "questions (params.yaml data.mcq_train), and that file holds none", "train")
-    return QuestionLoader(records, frames, cfg.question_batch, cfg.seed, shard)
-
-def task_loader(new, old, cfg: TrainConfig, shard: tuple[int, int] = (0, 1)):
-    "The run's task batches: the new task alone, or mixed with `cfg.replay_samples` old-task samples."
-    if cfg.replay_samples == 0:
-        return TaskLoader(new, cfg.batch_size, cfg.seed, shard)
-    return ReplayLoader(new, old, cfg.batch_size, cfg.replay_samples, cfg.seed, shard)
-
-# %% ../nbs/14_train.ipynb #dcfd4cdb
-HISTORY_FIELDS = ("step", "lambda", "epsilon", "retention_loss", "cos", "conflict")
-
-def save_checkpoint(folder: str | Path, policy, optimizer, scheduler, cfg: TrainConfig, craft: CraftConfig,
-                    state: RunState, loaders: dict, step: int, history: list[dict], rows: list[dict] = ()) -> Path:
-    "Write a complete checkpoint to `folder`, atomically (temporary folder, then rename)."
-    folder = Path(folder)
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    if optimizer is not None:                              # None: a final/ without AdamW's state
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "train_config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg),
-                                                       "craft": dataclasses.asdict(craft)}, indent=2) + "\n")
-    torch.save({"step": step, "dual": state.dual.state_dict(), "skipped": state.skipped,
-                "last": [state.retention_loss, state.conflict, state.cos], "rng": torch.get_rng_state(),
-                "loaders": {name: loader.state_dict() for name, loader in loaders.items()}, "rows": list(rows)},
-               tmp / "craft_state.pt")
-    with open(tmp / "lambda_history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-def load_checkpoint(folder: str | Path, policy, optimizer, scheduler, state: RunState,
-                    loaders: dict) -> tuple[int, list, list]:
-    "Restore a checkpoint into live objects; returns its step, λ history and logged rows."
-    from safetensors.torch import load_model
-
-    folder = Path(folder)
-    if not (folder / "craft_state.pt").is_file():
-        raise FileNotFoundError(f"{folder} is not a complete checkpoint (craft_state.pt is missing); resume from "
-                                "another step_NNNNNN/ or final/")
-    with readable_weights(folder / "model.safetensors"):
-        load_model(policy, folder / "model.safetensors")
-    if (folder / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    elif folder.name != "final":                           # a finished run needs no optimizer to end
-        raise FileNotFoundError(f"{folder} lacks optimizer.pt: resume from another checkpoint")
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    saved = torch.load(folder / "craft_state.pt", weights_only=True)
-    state.dual.load_state_dict(saved["dual"])
-    state.skipped = saved["skipped"]
-    state.retention_loss, state.conflict, state.cos = saved["last"]
-    torch.set_rng_state(saved["rng"])
-    for name, loader in loaders.items():
-        loader.load_state_dict(saved["loaders"][name])
-    return saved["step"], read_lambda_history(folder), saved["rows"]
-
-def read_lambda_history(folder: str | Path) -> list[dict]:
-    "The λ history a checkpoint holds (`lambda_history.csv`): one row of HISTORY_FIELDS per retention pass."
-    with open(Path(folder) / "lambda_history.csv", newline="") as f:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-def prune_checkpoints(out: str | Path, keep_last: int) -> None:
-    "Delete all but the newest `keep_last` step_NNNNNN/ checkpoints."
-    for old in sorted(Path(out).glob("step_[0-9]*[0-9]"))[:-keep_last]:
-        shutil.rmtree(old)
 
 # %% ../nbs/14_train.ipynb #444b14e9
 def log_line(row: dict) -> str:
@@ -417,98 +148,40 @@ METRIC_NAMES = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "tra
                 "conflict": "craft/grad_conflict", "cos": "craft/grad_cos", "l2_init": "train/l2_init",
                 "question_loss": "train/question_loss"}
 
-def check_master_weights(policy) -> None:
-    "Refuse trainable weights below fp32: AdamW would drop every update smaller than half their last place."
-    low = sorted({str(p.dtype).removeprefix("torch.") for p in policy.parameters()
-                  if p.requires_grad and p.dtype != torch.float32})
-    if low:
-        raise ConfigError("dtype", low[0], f"the trainer keeps fp32 master weights: on {low[0]} weights AdamW cannot "
-                          "apply updates below half a unit in the last place (in bfloat16 at lr 2.5e-5, weights with "
-                          "|w| ≳ 0.008 never move): build the policy in float32 and compute in bf16 with "
-                          "train.mixed_precision: bf16", "policy")
-
-def optimizer_and_scheduler(policy, cfg: TrainConfig):
-    "AdamW and cosine decay with linear warm-up to 10% of the peak, LeRobot's presets, for `cfg.steps` steps."
-    from lerobot.optim.optimizers import AdamWConfig
-    from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
-
-    check_master_weights(policy)
-    optimizer = AdamWConfig(lr=cfg.lr, weight_decay=cfg.weight_decay).build(policy.get_optim_params())
-    schedule = CosineDecayWithWarmupSchedulerConfig(num_warmup_steps=cfg.warmup_steps, num_decay_steps=cfg.steps,
-                                                    peak_lr=cfg.lr, decay_lr=cfg.lr / 10)
-    return optimizer, schedule.build(optimizer, cfg.steps)
-
-def fine_tune(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, out: str | Path,
-              log=None, resume: str | Path | None = None, steps: int | None = None,
-              progress: bool = True, questions=None) -> list[dict]:
-    "Fine-tune `policy` (the teacher) in place for `cfg.steps` (or up to `steps`), checkpoints to `out`; logged rows."
-    out, main = Path(out), tasks.rank == 0
-    optimizer, scheduler = optimizer_and_scheduler(policy, cfg)
-    init = [p.detach().clone() for p in policy.parameters() if p.requires_grad] if cfg.l2_init_weight > 0 else None
-    state = RunState(PrimalDual.from_config(craft, cfg.steps), init=init)
-    loaders = {name: loader for name, loader in (("tasks", tasks), ("anchors", anchors), ("questions", questions))
-               if loader is not None}
+def fine_tune(run: Run, out: str | Path, log=None, resume: str | Path | None = None, steps: int | None = None,
+              progress: bool = True) -> list[dict]:
+    "Fine-tune `run.policy` in place for `cfg.steps` steps (or up to `steps`), checkpoints to `out`; the logged rows."
+    out, cfg = Path(out), run.cfg
     torch.manual_seed(cfg.seed)
-    first, history, rows = 0, [], []
+    first, rows = 0, []
     if resume is not None:
-        first, history, rows = load_checkpoint(resume, policy, optimizer, scheduler, state, loaders)
-        for row in rows if main and log else ():       # the curves up to the checkpoint, as they were logged
+        first, rows = load_checkpoint(resume, run)
+        for row in rows if run.main and log else ():       # the curves up to the checkpoint, as they were logged
             log(row)
     last = min(steps or cfg.steps, cfg.steps)
     for step in tqdm(range(first + 1, last + 1), initial=first, total=last, desc="fine-tune",
-                     disable=not progress or not main):
-        row = update_step(policy, next(tasks), optimizer, scheduler, cfg, craft, state, anchors, step, questions)
-        if row["retained"]:
-            history.append({k: row[k] for k in HISTORY_FIELDS})
+                     disable=not progress or not run.main):
+        row = update_step(run, next(run.tasks), step)
         if step % cfg.log_freq == 0 or step == last:
             rows.append(row)
-            if main:
+            if run.main:
                 tqdm.write(log_line(row))
                 if log:
                     log(row)
-        if main and (step % cfg.save_freq == 0 or step == cfg.steps):
+        if run.main and (step % cfg.save_freq == 0 or step == cfg.steps):
             final = step == cfg.steps
-            kept = None if final and not cfg.final_optimizer else optimizer
-            save_checkpoint(out / ("final" if final else f"step_{step:06d}"), policy, kept, scheduler, cfg, craft,
-                            state, loaders, step, history, rows)
+            save_checkpoint(out / ("final" if final else f"step_{step:06d}"), run, step, rows,
+                            optimizer=not final or cfg.final_optimizer)
             prune_checkpoints(out, cfg.keep_last)
     return rows
 
 # %% ../nbs/14_train.ipynb #194a0a94
-RUN_FILE, HOLDER_FILE = "run.json", "trainer.pid"
-
-def check_not_held(partial: Path) -> None:
-    "Refuse `partial` while another live process trains into it (its pid in HOLDER_FILE)."
-    holder = partial / HOLDER_FILE
-    pid = int(holder.read_text().split()[0]) if holder.is_file() else os.getpid()
-    if pid != os.getpid() and psutil.pid_exists(pid):
-        raise RuntimeError(f"{partial} is held by a live training (process {pid}): wait for it to end, or stop it "
-                           f"(`kill {pid}`), then run the stage again")
-
-def run_signature(cfg: TrainConfig, craft: CraftConfig, teacher_dir: str | Path, datasets: list[str]) -> dict:
-    "What a partial run must share with this one to be continued: configurations, teacher, datasets."
-    return json.loads(json.dumps({"train": dataclasses.asdict(cfg), "craft": dataclasses.asdict(craft),
-                                  "teacher": teacher_fingerprint(teacher_dir), "datasets": sorted(datasets)}))
-
-def newest_checkpoint(folder: str | Path) -> Path | None:
-    "The newest complete checkpoint in `folder` (final/, else the last step_NNNNNN/), or None."
-    done = [p for p in [*sorted(Path(folder).glob("step_[0-9]*[0-9]")), Path(folder) / "final"]
-            if (p / "craft_state.pt").is_file()]
-    return done[-1] if done else None
-
-def resume_point(partial: str | Path, signature: dict) -> Path | None:
-    "The checkpoint an interrupted run of the same `signature` reached in `partial`, or None (start anew)."
-    run = Path(partial) / RUN_FILE
-    if run.is_file() and json.loads(run.read_text()) == signature:
-        return newest_checkpoint(partial)
-    return None
-
-def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, model_dir: str | Path,
-                  live_dir: str | Path, signature: dict, progress: bool = True, questions=None) -> list[dict]:
+def fine_tune_run(run: Run, model_dir: str | Path, live_dir: str | Path, signature: dict,
+                  progress: bool = True) -> list[dict]:
     "`fine_tune` resumable and replaced whole: into `model_dir.partial`, then over `model_dir`; curves likewise."
     from dvclive import Live
 
-    partial, live_partial, main = partial_path(model_dir), partial_path(live_dir), tasks.rank == 0
+    partial, live_partial, main = partial_path(model_dir), partial_path(live_dir), run.main
     if main:
         check_not_held(partial)                            # before anything in it changes
     resume = resume_point(partial, signature)
@@ -522,15 +195,12 @@ def fine_tune_run(policy, tasks, anchors, cfg: TrainConfig, craft: CraftConfig, 
         print(f"resuming the interrupted run from {resume}")
     if main:
         (partial / HOLDER_FILE).write_text(f"{os.getpid()}\n")
-    if _world() > 1:
-        dist.barrier()
+    barrier()
     if not main:
-        return fine_tune(policy, tasks, anchors, cfg, craft, partial, resume=resume, progress=False,
-                         questions=questions)
+        return fine_tune(run, partial, resume=resume, progress=False)
     shutil.rmtree(live_partial, ignore_errors=True)
     with Live(dir=str(live_partial), dvcyaml=None, save_dvc_exp=False) as live:
-        rows = fine_tune(policy, tasks, anchors, cfg, craft, partial, log=live_logger(live, names=METRIC_NAMES),
-                         resume=resume, progress=progress, questions=questions)
+        rows = fine_tune(run, partial, log=live_logger(live, names=METRIC_NAMES), resume=resume, progress=progress)
     replace_whole(live_partial, live_dir)
     (partial / HOLDER_FILE).unlink()
     replace_whole(partial, model_dir)

@@ -9,10 +9,13 @@ from pathlib import Path
 import torch
 
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
-from craft.config import CraftConfig
+from craft.config import CraftConfig, TrainConfig
+from craft.distributed import process_shard
 from craft.frames import FrameSet, decode_frames
+from craft.loaders import TaskLoader
 from craft.modeling_small_vla import SmallVLAPolicy
-from craft.train import TaskLoader, TrainConfig, fine_tune, process_shard
+from craft.run import Run
+from craft.train import fine_tune
 
 repo, out = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
@@ -24,5 +27,5 @@ frames = FrameSet({"data/insertion": decode_frames(repo / "data" / "insertion", 
                                                    policy.config.chunk_size, progress=False)})
 cache = AnchorCacheDataset(repo / craft.anchor_cache_dir, teacher, craft, policy.config.vla.width)
 cfg = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, log_freq=1, save_freq=4)
-fine_tune(policy, TaskLoader(frames["data/insertion"], cfg.batch_size, cfg.seed, shard),
-          AnchorLoader(cache, frames, 4, cfg.seed, shard), cfg, craft, out, progress=False)
+fine_tune(Run.start(policy, cfg, craft, TaskLoader(frames["data/insertion"], cfg.batch_size, cfg.seed, shard),
+                    AnchorLoader(cache, frames, 4, cfg.seed, shard)), out, progress=False)

@@ -92,10 +92,12 @@ def test_checkpoints_reload_offline_as_lerobots_class(full):
 
 def test_craft_steps_with_surgery_and_dual_update_resume_exactly(full, tmp_path, monkeypatch):
     from craft.anchor_cache import AnchorCacheDataset, AnchorLoader
-    from craft.config import CraftConfig
+    from craft.config import CraftConfig, TrainConfig
     from craft.frames import decode_datasets
+    from craft.loaders import TaskLoader
     from craft.policy import load_policy
-    from craft.train import TaskLoader, TrainConfig, fine_tune
+    from craft.run import Run
+    from craft.train import fine_tune
 
     repo, env = full
     for key, value in env.items():
@@ -110,9 +112,9 @@ def test_craft_steps_with_surgery_and_dual_update_resume_exactly(full, tmp_path,
         policy = load_policy(teacher)
         frames = decode_datasets(repo, [DATASET], policy.frame_size, policy.config.chunk_size, splits)
         cache = AnchorCacheDataset(repo / craft.anchor_cache_dir, teacher, craft, policy.feature_width)
-        return fine_tune(policy, TaskLoader(frames[DATASET], cfg.batch_size, cfg.seed),
-                         AnchorLoader(cache, frames, craft.anchor_batch_size, cfg.seed), cfg, craft, out,
-                         resume=resume, progress=False)
+        run = Run.start(policy, cfg, craft, TaskLoader(frames[DATASET], cfg.batch_size, cfg.seed),
+                        AnchorLoader(cache, frames, craft.anchor_batch_size, cfg.seed))
+        return fine_tune(run, out, resume=resume, progress=False)
 
     rows = run_to(tmp_path / "whole")
     assert [r["conflict"] for r in rows] == [1.0] * 4                      # surgery on every retention step

@@ -16,14 +16,15 @@ from torch import nn
 
 from craft import policy as interface
 from craft.anchor_cache import AnchorCacheDataset, AnchorLoader, CacheConfig, build_anchor_cache, teacher_targets
-from craft.config import CraftConfig
+from craft.config import CraftConfig, TrainConfig
 from craft.data import IMAGE_KEY, load_mcq
 from craft.evaluate import action_error
 from craft.frames import decode_datasets
+from craft.loaders import TaskLoader
 from craft.mcq import choice_scores
 from craft.policy import TOKEN_TYPES, ActionDecoder, Policy, TokenPolicy, load_policy, missing_members, select_layers
-from craft.primal_dual import PrimalDual
-from craft.train import RunState, TaskLoader, TrainConfig, optimizer_and_scheduler, update_step
+from craft.run import Run
+from craft.train import update_step
 
 DATASET = "data/insertion"
 
@@ -132,10 +133,9 @@ def test_a_craft_step_at_the_teachers_weights_retains_and_updates(seam):
     assert len(cache) == 8 and set(cache.targets) == {"layer-2/vision_token_mean", "layer-2/text_token_last",
                                                       "layer-1/vision_token_mean", "layer-1/text_token_last"}
     cfg = TrainConfig(steps=10, batch_size=4, lr=1e-3, warmup_steps=0)
-    optimizer, scheduler = optimizer_and_scheduler(student, cfg)
+    run = Run.start(student, cfg, craft, TaskLoader(frames[DATASET], 4, 0), AnchorLoader(cache, frames, 4, 0))
     before = [p.detach().clone() for p in student.parameters()]
-    row = update_step(student, next(TaskLoader(frames[DATASET], 4, 0)), optimizer, scheduler, cfg, craft,
-                      RunState(PrimalDual.from_config(craft, cfg.steps)), AnchorLoader(cache, frames, 4, 0), 1)
+    row = update_step(run, next(run.tasks), 1)
     assert row["retained"] and row["skipped"] == 0 and math.isfinite(row["loss"])
     assert row["retention_loss"] < 1e-5              # the teacher's own features, through float16: near zero
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters()))

@@ -92,8 +92,11 @@ def trainer_inputs(repo):
 @pytest.mark.parametrize("method", list(yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]))
 def test_every_method_trains_with_its_defining_property(trainer_inputs, tmp_path, method):
     from craft.anchor_cache import AnchorLoader
+    from craft.config import method_configs
+    from craft.loaders import task_loader
     from craft.modeling_small_vla import SmallVLAPolicy
-    from craft.train import fine_tune, method_configs, task_loader
+    from craft.run import Run
+    from craft.train import fine_tune
 
     params, teacher, cache, frames = trainer_inputs
     craft_section = {**params["craft"], "retention_freq": 2, "epsilon_start": 0.0, "epsilon_end": 0.0}
@@ -101,8 +104,8 @@ def test_every_method_trains_with_its_defining_property(trainer_inputs, tmp_path
     craft_cfg, cfg = method_configs(method, params["methods"], craft_section, train_section)
     new, old = frames[params["data"]["new_task"]], frames[params["data"]["old_task"]]
     anchors = AnchorLoader(cache, frames, craft_cfg.anchor_batch_size, cfg.seed) if craft_cfg.enabled else None
-    rows = fine_tune(SmallVLAPolicy.from_pretrained(teacher), task_loader(new, old, cfg), anchors, cfg, craft_cfg,
-                     tmp_path, progress=False)
+    run = Run.start(SmallVLAPolicy.from_pretrained(teacher), cfg, craft_cfg, task_loader(new, old, cfg), anchors)
+    rows = fine_tune(run, tmp_path, progress=False)
     assert all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["skipped"] == 0
     lambdas = [float(r["lambda"]) for r in history(tmp_path / "final")]
     assert len(lambdas) == (3 if craft_cfg.enabled else 0)                 # retention passes at steps 2, 4, 6
