@@ -9,8 +9,8 @@ import argparse
 import numpy as np
 
 from craft.data import STATE_NAMES, load_dataset, split_episodes
+from craft.policies.small_vla.tokenizers import FastActionTokenizer
 from craft.project import find_root
-from craft.tokenizers import FastActionTokenizer
 
 
 def chunks(split: str, horizon: int) -> np.ndarray:

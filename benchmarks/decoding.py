@@ -5,8 +5,8 @@ Run from the repository root after `make repro` (it uses models/teacher and data
 Three decoders on the same held-out frames, batch 32, timed side by side in one run:
   before       the previous decoder: the whole sequence recomputed at every step, action tokens or <eos>
                unconstrained, until <eos> or max_action_tokens;
-  uncached     the same recomputation with the well-formedness constraint of `craft.vla.generate_actions`;
-  cached       `craft.vla.generate_actions` (prefix once, KV cache).
+  uncached     the same recomputation with the well-formedness constraint of the cached decoder;
+  cached       `craft.policies.small_vla.core.generate_actions` (prefix once, KV cache).
 `uncached` and `cached` must produce the same tokens; the ratios are per frame.
 """
 import argparse
@@ -15,9 +15,9 @@ import time
 import torch
 
 from craft.frames import decode_datasets
+from craft.policies.small_vla.core import collate, generate_actions, next_token_logits
 from craft.policy import load_policy
 from craft.project import find_root
-from craft.vla import collate, generate_actions, next_token_logits
 
 
 @torch.no_grad()

@@ -23,10 +23,10 @@ from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TO
 
 from craft.config import CraftConfig, TrainConfig
 from craft.frames import decode_frames
-from craft.full import CI_POLICY, build_teacher, teacher_spec
 from craft.grad_surgery import gradient_stats, surgery_merge_granular_
 from craft.loaders import TaskLoader
-from craft.pi0_fast import CI_SIZE
+from craft.policies.pi0_fast.modeling import CI_SIZE
+from craft.policies.pi0_fast.teacher import CI_POLICY, build_teacher, teacher_spec
 from craft.retention import anchor_features, hidden_retention_loss
 from craft.run import Run
 from craft.train import compute_precision, update_step

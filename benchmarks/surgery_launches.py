@@ -21,10 +21,10 @@ from lerobot.datasets.utils import dataset_to_policy_features
 from lerobot.policies.pi0_fast import modeling_pi0_fast
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from craft.full import teacher_config
 from craft.grad_surgery import _BLOCK, gradient_stats
-from craft.pi0_fast import Pi0FastSize, building
-from craft.pi0_fast_compat import ensure_siglip_check
+from craft.policies.pi0_fast.compat import ensure_siglip_check
+from craft.policies.pi0_fast.modeling import Pi0FastSize, building
+from craft.policies.pi0_fast.teacher import teacher_config
 from craft.train import _finite
 
 
