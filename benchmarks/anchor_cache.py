@@ -12,7 +12,7 @@ import torch
 from craft.anchor_cache import CacheConfig, build_anchor_cache, cache_bytes, draw_anchors
 from craft.config import CraftConfig
 from craft.frames import decode_frames
-from craft.policies.small_vla.modeling import SmallVLAPolicy
+from craft.policies.small_vla.modeling_small_vla import SmallVLAPolicy
 from craft.project import find_root
 
 

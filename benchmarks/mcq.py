@@ -12,7 +12,7 @@ import torch
 from craft.data import dataset_roots, load_mcq
 from craft.frames import decode_datasets
 from craft.mcq import choice_scores
-from craft.policies.small_vla.modeling import SmallVLAPolicy
+from craft.policies.small_vla.modeling_small_vla import SmallVLAPolicy
 from craft.project import find_root
 
 

@@ -25,7 +25,7 @@ from craft.config import CraftConfig, TrainConfig
 from craft.frames import decode_frames
 from craft.grad_surgery import gradient_stats, surgery_merge_granular_
 from craft.loaders import TaskLoader
-from craft.policies.pi0_fast.modeling import CI_SIZE
+from craft.policies.pi0_fast.modeling_pi0_fast import CI_SIZE
 from craft.policies.pi0_fast.teacher import CI_POLICY, build_teacher, teacher_spec
 from craft.retention import anchor_features, hidden_retention_loss
 from craft.run import Run

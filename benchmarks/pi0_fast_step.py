@@ -19,7 +19,7 @@ from train_step import overhead, report
 from craft.anchor_cache import AnchorCacheDataset, CacheConfig, build_anchor_cache
 from craft.config import CraftConfig, TrainConfig
 from craft.frames import decode_datasets
-from craft.policies.pi0_fast.modeling import CI_SIZE
+from craft.policies.pi0_fast.modeling_pi0_fast import CI_SIZE
 from craft.policies.pi0_fast.teacher import CI_POLICY, build_teacher, save_teacher, teacher_spec
 from craft.policy import load_policy
 from craft.project import find_root

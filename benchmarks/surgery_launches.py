@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from craft.grad_surgery import _BLOCK, gradient_stats
 from craft.policies.pi0_fast.compat import ensure_siglip_check
-from craft.policies.pi0_fast.modeling import Pi0FastSize, building
+from craft.policies.pi0_fast.modeling_pi0_fast import Pi0FastSize, building
 from craft.policies.pi0_fast.teacher import teacher_config
 from craft.train import _finite
 

@@ -169,8 +169,8 @@ def question_samples(policy: TokenPolicy, records: list, images: list) -> list[d
     return [policy.question_sample(image, r.question, r.choices, r.answer) for r, image in zip(records, images)]
 
 # %% ../nbs/05_policy.ipynb #7429d083
-POLICY_CLASSES = {"small_vla": "craft.policies.small_vla.modeling.SmallVLAPolicy",
-                  "pi0_fast": "craft.policies.pi0_fast.modeling.Pi0FastPolicy"}
+POLICY_CLASSES = {"small_vla": "craft.policies.small_vla.modeling_small_vla.SmallVLAPolicy",
+                  "pi0_fast": "craft.policies.pi0_fast.modeling_pi0_fast.Pi0FastPolicy"}
 
 def policy_class(kind: str) -> type:
     "The class that implements CRaFT's interface for a LeRobot policy `type` (imported on demand)."

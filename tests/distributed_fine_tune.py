@@ -13,7 +13,7 @@ from craft.config import CraftConfig, TrainConfig
 from craft.distributed import process_shard
 from craft.frames import FrameSet, decode_frames
 from craft.loaders import TaskLoader
-from craft.policies.small_vla.modeling import SmallVLAPolicy
+from craft.policies.small_vla.modeling_small_vla import SmallVLAPolicy
 from craft.run import Run
 from craft.train import fine_tune
 

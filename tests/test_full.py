@@ -14,11 +14,11 @@ import yaml
 from conftest import copy_repo, run
 from PIL import Image
 
-from craft.policies.pi0_fast.modeling import CI_SIZE
+from craft.policies.pi0_fast.modeling_pi0_fast import CI_SIZE
 from craft.policies.pi0_fast.teacher import CI_POLICY
 
 DATASET = "lerobot/aloha_sim_insertion_human"
-# CI size (craft.policies.pi0_fast.modeling.CI_SIZE): a 4 096-token vocabulary, Gemma width 64 × 2 layers,
+# CI size (craft.policies.pi0_fast.modeling_pi0_fast.CI_SIZE): a 4 096-token vocabulary, Gemma width 64 × 2 layers,
 # a one-layer SigLIP on 56 px.
 FULL_TINY = {
     "data": {"mcq_test": "full/mcq/test.jsonl", "splits": {DATASET: {"train": "0:30", "test": "30:32"}}},

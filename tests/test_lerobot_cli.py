@@ -15,9 +15,9 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from safetensors.torch import load_file
 
 from craft.data import IMAGE_KEY, write_dataset
-from craft.policies.small_vla.configuration import SmallVLAConfig
+from craft.policies.small_vla.configuration_small_vla import SmallVLAConfig
 from craft.policies.small_vla.core import VLAConfig
-from craft.policies.small_vla.modeling import SmallVLAPolicy, tokenized_chunks
+from craft.policies.small_vla.modeling_small_vla import SmallVLAPolicy, tokenized_chunks
 from craft.policies.small_vla.tokenizers import FastActionTokenizer, build_text_tokenizer
 from craft.policy import load_policy
 from craft.sim import TASK_PROMPTS, rollout
@@ -122,4 +122,4 @@ print(json.dumps([imported, cls.__module__, cls.__name__]))
     result = run([sys.executable, "-c", script], BIN, env=ENV)
     imported, module, name = json.loads(result.stdout.strip().splitlines()[-1])
     assert imported is False                                           # nothing of ours was loaded before discovery
-    assert (module, name) == ("craft.policies.small_vla.modeling", "SmallVLAPolicy")
+    assert (module, name) == ("craft.policies.small_vla.modeling_small_vla", "SmallVLAPolicy")

@@ -94,7 +94,7 @@ def test_every_method_trains_with_its_defining_property(trainer_inputs, tmp_path
     from craft.anchor_cache import AnchorLoader
     from craft.config import method_configs
     from craft.loaders import task_loader
-    from craft.policies.small_vla.modeling import SmallVLAPolicy
+    from craft.policies.small_vla.modeling_small_vla import SmallVLAPolicy
     from craft.run import Run
     from craft.train import fine_tune
 

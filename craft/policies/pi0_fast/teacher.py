@@ -24,7 +24,7 @@ from lerobot.processor.core import TransitionKey
 from ...config import check_range, check_types, from_section
 from ...data import load_dataset, repo_id_for, split_episodes
 from ...frames import chunk_rows
-from .modeling import DEFAULT_NORMALIZATION, Pi0FastPolicy, Pi0FastSize, check_stats
+from .modeling_pi0_fast import DEFAULT_NORMALIZATION, Pi0FastPolicy, Pi0FastSize, check_stats
 from craft.policies.pi0_fast.tokenizers import (
     PALIGEMMA_VOCAB_SIZE,
     TEXT_TOKENS,

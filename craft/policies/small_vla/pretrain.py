@@ -21,9 +21,9 @@ from craft.data import (
 from ...evaluate import action_token_loss
 from ...frames import Frames
 from ...mcq import accuracy, choice_scores
-from .configuration import SmallVLAConfig
+from .configuration_small_vla import SmallVLAConfig
 from .core import VLAConfig
-from .modeling import SmallVLAPolicy, tokenized_chunks
+from .modeling_small_vla import SmallVLAPolicy, tokenized_chunks
 from .tokenizers import FastActionTokenizer, build_text_tokenizer
 from ...policy import question_samples
 from ...project import replacing

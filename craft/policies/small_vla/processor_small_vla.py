@@ -20,7 +20,7 @@ from lerobot.processor import (
 from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
 
-from .configuration import SmallVLAConfig
+from .configuration_small_vla import SmallVLAConfig
 
 # %% auto #0
 __all__ = ['Preprocessor', 'Postprocessor', 'make_small_vla_pre_post_processors']

@@ -14,7 +14,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
-from .configuration import SmallVLAConfig
+from .configuration_small_vla import SmallVLAConfig
 from craft.policies.small_vla.core import (
     Generated,
     SmallVLA,
@@ -25,7 +25,7 @@ from craft.policies.small_vla.core import (
     hidden_states,
     task_loss,
 )
-from .processor import make_small_vla_pre_post_processors
+from .processor_small_vla import make_small_vla_pre_post_processors
 from .tokenizers import FastActionTokenizer
 from ...policy import ActionTokenizerError
 from ...project import readable_weights
