@@ -9,18 +9,21 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from .project import DataChanged, check_recorded_data
+from .project import DataChanged, check_recorded_data, find_root
 
 # %% auto #0
-__all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'QUIET_WARNINGS', 'LAUNCH_DEFAULTS', 'StageError',
-           'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'parse_arguments', 'launch_section',
-           'launch_command', 'launch_stage', 'missing_environment', 'starter', 'end_with_starter', 'main']
+__all__ = ['KERNEL_ARGUMENTS', 'IOPUB_SECONDS', 'PROGRESS_SECONDS', 'STAGE_ENV', 'QUIET_WARNINGS', 'SCRATCH', 'LAUNCH_DEFAULTS',
+           'StageError', 'declared_parameters', 'stage_parameters', 'failure_line', 'run_stage', 'pipeline_stage',
+           'overlay', 'by_hand', 'parse_arguments', 'launch_section', 'launch_command', 'launch_stage',
+           'missing_environment', 'starter', 'end_with_starter', 'main']
 
 # %% ../nbs/19_stage.ipynb #62c621eb
 class StageError(ValueError):
@@ -54,6 +57,7 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR", "--IPKernelApp.no_stderr=Tr
 IOPUB_SECONDS = 60                                      # how long a loaded machine may take to deliver a cell's output
 PROGRESS_SECONDS = "3"                                  # tqdm refreshes at most this often in a stage
 # Upstream deprecations that ask nothing of our users (LeRobot imports torchvision's video module; we decode with PyAV).
+STAGE_ENV = "CRAFT_STAGE"                               # set while a stage's kernel runs: the stage's name
 QUIET_WARNINGS = "ignore:The video decoding and encoding capabilities of torchvision are deprecated:UserWarning"
 
 def failure_line(stage: str, output: str | Path, error: Exception) -> str:
@@ -74,6 +78,7 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, stage:
     if QUIET_WARNINGS not in os.environ.get("PYTHONWARNINGS", ""):           # the kernel inherits the filter
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     logging.getLogger("papermill").setLevel(logging.ERROR)
+    os.environ[STAGE_ENV] = stage                   # the kernel inherits it: `by_hand` leaves the stage alone
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, stdout_file=stdout or sys.stdout,
@@ -81,7 +86,62 @@ def run_stage(notebook: str | Path, output: str | Path, parameters: dict, stage:
                                    iopub_timeout=IOPUB_SECONDS)
     except Exception as error:               # a failing cell, a dead kernel: one line, the notebook keeps the rest
         return failure_line(stage, output, error)
+    finally:
+        os.environ.pop(STAGE_ENV, None)
     return None
+
+# %% ../nbs/19_stage.ipynb #8820b965
+SCRATCH = "scratch"                                     # what stage notebooks opened by hand write, under the root
+
+def pipeline_stage(notebook: str, root: Path):
+    "The first stage of the repository's pipelines whose command runs `notebook` (as DVC resolves dvc.yaml)."
+    from dvc.repo import Repo
+
+    for stage in Repo(str(root)).index.stages:
+        command = " ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd or ""
+        if f"craft.stage {notebook} " in command:
+            return stage, command
+    raise StageError(f"no stage of the pipelines runs {notebook}: run it with `python -m craft.stage` instead")
+
+def overlay(root: Path, outputs: list[Path], folder: Path) -> Path:
+    "`folder` (made anew) showing `root` through links, but for `outputs` and their .partial/.old siblings."
+    root = root.resolve()
+    outputs = [o.resolve() for o in outputs]
+    hidden = {o.with_name(o.name + suffix) for o in outputs for suffix in ("", ".partial", ".old")}
+    ancestors = {a for o in outputs for a in o.parents if root in a.parents}
+    skipped = {root / ".git", root / SCRATCH}
+
+    def fill(source: Path, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        for child in source.iterdir():
+            if child in hidden or child in skipped:
+                continue
+            if child in ancestors:
+                fill(child, target / child.name)
+            else:
+                (target / child.name).symlink_to(child)
+
+    shutil.rmtree(folder, ignore_errors=True)
+    fill(root, folder)
+    return folder
+
+def by_hand(notebook: str) -> dict:
+    "Opened by hand: the stage's parameters, and `find_root()` at scratch/<stage>/; run as a stage: nothing."
+    if os.environ.get(STAGE_ENV):
+        return {}
+    root = find_root()
+    stage, command = pipeline_stage(notebook, root)
+    args = parse_arguments(shlex.split(command)[3:])              # what follows `python -m craft.stage`
+    wdir = Path(stage.wdir)
+    parameters = stage_parameters(wdir / args.notebook, wdir / args.params,
+                                  {name: yaml.safe_load(value) for name, value in args.parameter})
+    pipeline = Path(stage.path).resolve().parent.relative_to(root.resolve())
+    name = stage.name if pipeline == Path() else f"{pipeline.as_posix()}_{stage.name}"     # full_train@craft
+    folder = overlay(root, [wdir / out.def_path for out in stage.outs], root / SCRATCH / name)
+    os.environ["DVC_ROOT"] = str(folder)
+    print(f"opened by hand: the parameters of stage {name} ({args.params}); what it writes goes to "
+          f"{SCRATCH}/{name}/, nothing versioned changes")
+    return parameters
 
 # %% ../nbs/19_stage.ipynb #a232bd91
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

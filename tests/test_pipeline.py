@@ -93,6 +93,32 @@ def test_a_misspelt_train_key_is_named(repo, tmp_path):
     assert "is not a TrainConfig key; did you mean `steps`?" in failures[0]
 
 
+def files(folder) -> dict:
+    "Every file under `folder` but git's, DVC's own and scratch/, with its bytes' digest."
+    import hashlib
+
+    skip = ("scratch/", ".git/", ".dvc/")
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.relative_to(folder).as_posix().startswith(skip)}
+
+
+def test_stage_notebooks_opened_by_hand_take_params_yaml_and_change_nothing_versioned(repo, tmp_path):
+    "Run top to bottom outside DVC, as from JupyterLab: preview and train with params.yaml's values, into scratch/."
+    copy = tmp_path / "by_hand"
+    shutil.copytree(repo, copy, symlinks=True)
+    before = files(copy)
+    for notebook in ("05_preview", "30_train"):
+        run(["papermill", f"{notebook}.ipynb", str(tmp_path / f"{notebook}.ipynb"), "--no-progress-bar"],
+            copy / "nbs" / "pipeline")
+    assert files(copy) == before
+    scratch = copy / "scratch"
+    assert sorted(p.name for p in scratch.iterdir()) == ["preview", "train@baseline"]
+    assert (scratch / "preview" / "plots" / "constraint_preview.png").is_file()
+    final = scratch / "train@baseline" / "models" / "baseline" / "final"
+    assert json.loads((final / "train_config.json").read_text())["train"]["steps"] == TINY["train"]["steps"]
+    assert (scratch / "train@baseline" / "models" / "teacher").is_symlink()     # read from the repository
+
+
 def test_a_craft_knob_retrains_craft_only(repo, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(repo, changed)
