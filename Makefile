@@ -12,7 +12,7 @@ SHELL := /bin/bash
 QUIET_BUILD = PYTHONWARNINGS="ignore:Editable installation"
 REPRO = dvc repro $(1) | { grep --line-buffered -v '^Use `dvc push` to send your updates to remote storage.$$' || true; }
 
-.PHONY: install test export-check nbtest pytest lint repro results grid frontier bench lab
+.PHONY: install test export-check nbtest pytest lint repro results experiments grid frontier bench lab
 
 install: $(VENV)/.installed  ## create .venv and install craft (editable) with dev extras; idempotent
 
@@ -58,6 +58,14 @@ repro: install  ## the default experiment, end to end: restore the raw data, run
 results: install  ## rewrite the README's results blocks from metrics/eval.json and metrics/rollout.json
 	python -c "from craft.evaluate import write_results; write_results('README.md', 'metrics/eval.json', 'metrics/train')"
 	python -c "from craft.rollout import write_rollout_results as w; w('README.md', 'metrics/rollout.json')"
+
+# dvc exp show on one screen: the parameters that differ between the experiments and the headline metrics (MCQ,
+# accuracy above the image floor, both tasks' losses, success rates) that differ. Left out: the dependencies'
+# hashes (columns named by a path: no `file:` prefix, a slash), the run summaries (timings, final losses)
+EXPERIMENTS_DROP = '^[^:]*/[^:]*$$|^(data|models|cache|outputs|dvclive|plots)$$|^metrics/train/|seconds|peak_memory|^final\.'
+
+experiments: install  ## compare the experiments of `dvc exp run`: what changed and what it did, in ≤ 20 columns
+	dvc exp show --only-changed --md --drop $(EXPERIMENTS_DROP)
 
 grid: install  ## every method × seed of params.yaml `grid`, aggregated; about an hour on 2 cores; fills the README
 	dvc pull data.dvc

@@ -119,6 +119,23 @@ def test_stage_notebooks_opened_by_hand_take_params_yaml_and_change_nothing_vers
     assert (scratch / "train@baseline" / "models" / "teacher").is_symlink()     # read from the repository
 
 
+def test_make_experiments_fits_a_screen_and_shows_what_changed(repo, tmp_path):
+    "After `dvc exp run -S craft.initial_lambda=…`, the Makefile's `experiments` table: the knob, the moved metrics."
+    exp = tmp_path / "exp"
+    shutil.copytree(repo, exp, symlinks=True)
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ran"]):
+        run(cmd, exp)
+    ran = run(["dvc", "exp", "run", "-S", "craft.initial_lambda=10", "eval"], exp)   # retrains craft, scores it
+    assert "full/" not in ran.stdout + ran.stderr, ran.stderr                  # the pipelines never run stay quiet
+    command = [line for line in run(["make", "-n", "experiments"], ROOT).stdout.splitlines()
+               if line.startswith("dvc exp show")]
+    table = run(["bash", "-c", command[0]], exp).stdout.splitlines()
+    header = [c.strip().split(":")[-1] for c in table[0].strip("|").split("|")]     # the first of a file: file:name
+    moved = [c for c in header if c.startswith("craft.") and c != "craft.initial_lambda"]   # at 5 digits, as shown
+    assert len(header) <= 20 and "craft.initial_lambda" in header and moved, header
+    assert not any("/" in c or c in ("data", "models") or "seconds" in c for c in header), header
+
+
 def test_a_craft_knob_retrains_craft_only(repo, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(repo, changed)
