@@ -28,7 +28,16 @@ from tqdm import tqdm
 from .data import IMAGE_KEY, load_dataset
 from .evaluate import fill_block
 from .frames import resize
-from .sim import EPISODE_STEPS, TASK_PROMPTS, TOP_FOVY, _joints, posed_task, sample_object_poses
+from craft.sim import (
+    EPISODE_STEPS,
+    SCENE_OF,
+    TASK_PROMPTS,
+    TOP_FOVY,
+    _joints,
+    posed_task,
+    sample_object_poses,
+    succeeded,
+)
 
 # %% auto #0
 __all__ = ['RECORDED_SEEDS', 'ROLLOUT_SEEDS', 'make_joint_env', 'joint_state', 'rollout_seeds', 'Rollout', 'closed_loops',
@@ -41,8 +50,8 @@ _JOINT_TASKS = {"transfer_cube": TransferCubeTask, "insertion": InsertionTask}
 
 def _check_task(task: str):
     "An error naming the known tasks if `task` is not one."
-    if task not in _JOINT_SCENES:
-        raise ValueError(f"task {task!r} is unknown; use one of {', '.join(_JOINT_SCENES)}")
+    if task not in SCENE_OF:
+        raise ValueError(f"task {task!r} is unknown; use one of {', '.join(SCENE_OF)}")
 
 def _start_pose(task, physics) -> None:
     "Both arms at gym-aloha's start pose, their 16 actuators (6 joints and 2 fingers per arm) holding it."
@@ -52,9 +61,10 @@ def _start_pose(task, physics) -> None:
 def make_joint_env(task: str, object_poses: np.ndarray) -> control.Environment:
     "The joint-position-controlled scene of `task` with its objects at `object_poses`, top camera as recorded."
     _check_task(task)
-    physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / _JOINT_SCENES[task]))
+    scene = SCENE_OF[task]
+    physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / _JOINT_SCENES[scene]))
     physics.model.cam_fovy[physics.model.name2id("top", "camera")] = TOP_FOVY
-    return control.Environment(physics, posed_task(_JOINT_TASKS[task], _start_pose)(object_poses), control_timestep=DT,
+    return control.Environment(physics, posed_task(_JOINT_TASKS[scene], _start_pose)(object_poses), control_timestep=DT,
                                n_sub_steps=None, flat_observation=False)
 
 def joint_state(physics) -> np.ndarray:
@@ -63,10 +73,10 @@ def joint_state(physics) -> np.ndarray:
 
 # %% ../nbs/16_rollout.ipynb #483d7836
 RECORDED_SEEDS = {"transfer_cube": range(0, 120), "insertion": range(100_000, 100_120)}   # 00_collect: 3 × 40 attempts
-ROLLOUT_SEEDS = {"transfer_cube": 1_000_000, "insertion": 2_000_000}                       # first evaluation seed
+ROLLOUT_SEEDS = {"transfer_cube": 1_000_000, "insertion": 2_000_000, "lift_cube": 3_000_000}  # first evaluation seed
 
 def rollout_seeds(task: str, n: int) -> list[int]:
-    "The first `n` evaluation seeds of `task`: from 1 000 000 (transfer_cube) or 2 000 000 (insertion), never recorded."
+    "The first `n` evaluation seeds of `task` (`ROLLOUT_SEEDS` on, a million apart), never recorded."
     _check_task(task)
     if not 0 <= n <= 1_000_000:
         raise ValueError(f"n = {n}: between 0 and 1 000 000 evaluation seeds per task")
@@ -89,8 +99,8 @@ class Rollout:
 
     @property
     def success(self) -> bool:
-        "Whether the scene's reward reached its maximum at some step."
-        return self.max_reward == 4
+        "Whether the episode reached its task's goal (`craft.sim.succeeded`)."
+        return succeeded(self.task, self.max_reward, self.final_reward)
 
 def _device(policy) -> torch.device:
     "Where `policy`'s parameters live (the CPU for a policy without any)."

@@ -20,11 +20,12 @@ from gym_aloha.tasks.sim_end_effector import InsertionEndEffectorTask, TransferC
 from scipy.spatial.transform import Rotation, Slerp
 
 # %% auto #0
-__all__ = ['GRASP_DEPTH', 'LEFT_LINK', 'RIGHT_LINK', 'LEFT_QUAT', 'RIGHT_QUAT', 'TASK_PROMPTS', 'TOP_FOVY', 'LIFT_HEIGHT',
-           'PICK_PITCH', 'EPISODE_STEPS', 'SCRIPTS', 'TASK_NAMES', 'OBJECT_NAMES', 'PHASE_TEXT', 'HOLDERS', 'FAMILIES',
-           'pitched', 'grasp_point', 'Waypoint', 'interpolate', 'sample_object_poses', 'posed_task', 'make_env',
-           'contacts', 'scene_facts', 'TransferCubeScript', 'InsertionScript', 'Episode', 'rollout', 'collect',
-           'scene_questions', 'balanced_questions']
+__all__ = ['GRASP_DEPTH', 'LEFT_LINK', 'RIGHT_LINK', 'LEFT_QUAT', 'RIGHT_QUAT', 'TASK_PROMPTS', 'SCENE_OF', 'TOP_FOVY',
+           'LIFT_HEIGHT', 'PICK_PITCH', 'EPISODE_STEPS', 'SCRIPTS', 'TASK_NAMES', 'OBJECT_NAMES', 'PHASE_TEXT',
+           'HOLDERS', 'FAMILIES', 'pitched', 'grasp_point', 'Waypoint', 'interpolate', 'sample_object_poses',
+           'posed_task', 'make_env', 'contacts', 'scene_facts', 'TransferCubeScript', 'InsertionScript',
+           'LiftCubeScript', 'succeeded', 'Timing', 'Episode', 'rollout', 'collect', 'scene_questions',
+           'balanced_questions']
 
 # %% ../nbs/06_sim.ipynb #079a39cf
 GRASP_DEPTH = 0.10                              # m from the gripper link to the point between the finger pads
@@ -69,10 +70,12 @@ def interpolate(waypoints: list[Waypoint], t: int) -> np.ndarray:
 TASK_PROMPTS = {
     "transfer_cube": "pick up the red cube with the right arm and pass it to the left arm",
     "insertion": "insert the red peg into the blue socket",
+    "lift_cube": "pick up the red cube with the right arm and hold it up",
 }
+SCENE_OF = {"transfer_cube": "transfer_cube", "insertion": "insertion", "lift_cube": "transfer_cube"}  # task → scene
 _SCENES = {"transfer_cube": "bimanual_viperx_end_effector_transfer_cube.xml",
            "insertion": "bimanual_viperx_end_effector_insertion.xml"}
-_OBJECTS = {"transfer_cube": ("cube",), "insertion": ("peg", "socket")}
+_OBJECTS = {"transfer_cube": ("cube",), "insertion": ("peg", "socket"), "lift_cube": ("cube",)}
 _SPAWN = {  # (low, high) of the (x, y) of each object's spawn position on the table, m
     "cube": ((0.0, 0.4), (0.2, 0.6)),
     "peg": ((0.1, 0.45), (0.2, 0.55)),
@@ -109,14 +112,14 @@ def posed_task(parent: type, place_robots) -> type:
 
 def _task_class(task: str) -> type:
     "The gym-aloha end-effector task class of `task`, with given object poses and no rendering."
-    parent = {"transfer_cube": TransferCubeEndEffectorTask, "insertion": InsertionEndEffectorTask}[task]
+    parent = {"transfer_cube": TransferCubeEndEffectorTask, "insertion": InsertionEndEffectorTask}[SCENE_OF[task]]
     return posed_task(parent, lambda t, physics: t.initialize_robots(physics))
 
 def make_env(task: str, object_poses: np.ndarray) -> control.Environment:
     "The end-effector scene of `task` with its objects at `object_poses`, mocap welds exact, markers hidden."
-    if task not in _SCENES:
-        raise ValueError(f"task {task!r} is unknown; use one of {', '.join(_SCENES)}")
-    physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / _SCENES[task]))
+    if task not in SCENE_OF:
+        raise ValueError(f"task {task!r} is unknown; use one of {', '.join(SCENE_OF)}")
+    physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / _SCENES[SCENE_OF[task]]))
     physics.model.eq_data[:2, 3:6] = 0.0                  # weld offset: the mocap pose *is* the gripper link's
     physics.model.eq_data[:2, 6:10] = [1.0, 0.0, 0.0, 0.0]
     for i in range(physics.model.nsite):
@@ -162,9 +165,18 @@ def scene_facts(physics, task: str) -> dict:
 PICK_PITCH = 60.0        # degrees: fingers come down at 60° to the table
 EPISODE_STEPS = 400
 
-def _phase(schedule: tuple[tuple[int, str], ...], t: int) -> str:
+def _phase(schedule: tuple[tuple[int, str], ...], t: float) -> str:
     "The name of the last phase in `schedule` that started at or before `t`."
     return [name for start, name in schedule if start <= t][-1]
+
+def _right_pick(cube: np.ndarray) -> list[Waypoint]:
+    "The right arm's waypoints from its start pose to the cube at rest at `cube`, grasped and 10 cm up at step 165."
+    r_pick = pitched(RIGHT_QUAT, PICK_PITCH)
+    return [Waypoint(0, grasp_point(RIGHT_LINK, RIGHT_QUAT), RIGHT_QUAT, 0),
+            Waypoint(80, cube + [0, 0, 0.1], r_pick, 1),
+            Waypoint(110, cube, r_pick, 1),
+            Waypoint(135, cube, r_pick, 0),
+            Waypoint(165, cube + [0, 0, 0.1], r_pick, 0)]
 
 class TransferCubeScript:
     "Right arm picks the cube and sets it down by the left arm; the left arm picks it up and lifts it."
@@ -176,12 +188,8 @@ class TransferCubeScript:
         cube[2] = _REST_Z["cube"]
         p = self.pass_point + [0.0, 0.0, _REST_Z["cube"]]
         r_pick, l_pick = pitched(RIGHT_QUAT, PICK_PITCH), pitched(LEFT_QUAT, PICK_PITCH)
-        home_r, home_l = grasp_point(RIGHT_LINK, RIGHT_QUAT), grasp_point(LEFT_LINK, LEFT_QUAT)
-        self.right = [Waypoint(0, home_r, RIGHT_QUAT, 0),
-                      Waypoint(80, cube + [0, 0, 0.1], r_pick, 1),
-                      Waypoint(110, cube, r_pick, 1),
-                      Waypoint(135, cube, r_pick, 0),
-                      Waypoint(165, cube + [0, 0, 0.1], r_pick, 0),
+        home_l = grasp_point(LEFT_LINK, LEFT_QUAT)
+        self.right = [*_right_pick(cube),
                       Waypoint(215, p + [0, 0, 0.1], r_pick, 0),
                       Waypoint(240, p + [0, 0, 0.005], r_pick, 0),
                       Waypoint(255, p + [0, 0, 0.005], r_pick, 1),
@@ -192,9 +200,9 @@ class TransferCubeScript:
                      Waypoint(EPISODE_STEPS, self.wait, l_pick, 1)]
         self.l_pick = l_pick
 
-    def __call__(self, physics, t: int) -> np.ndarray:
-        "The mocap action at step `t`."
-        if t == 270:   # the cube is down: the left arm picks it up where it actually lies
+    def __call__(self, physics, t: float) -> np.ndarray:
+        "The mocap action at time `t` of the script's clock (control steps at nominal speed)."
+        if t >= 270 and self.left[0].t == 0:   # the cube is down: the left arm picks it up where it actually lies
             c = physics.data.qpos[16:19].copy()
             q = self.l_pick
             self.left = [Waypoint(270, self.wait, q, 1), Waypoint(300, c + [0, 0, 0.1], q, 1), Waypoint(325, c, q, 1),
@@ -202,8 +210,8 @@ class TransferCubeScript:
                          Waypoint(EPISODE_STEPS, c + [-0.05, 0, 0.15], q, 0)]
         return np.concatenate([interpolate(self.left, t), interpolate(self.right, t)])
 
-    def phase(self, t: int) -> str:
-        "The task phase at step `t`."
+    def phase(self, t: float) -> str:
+        "The task phase at time `t` of the script's clock."
         return _phase(self.schedule, t)
 
 def _axis_alignment(a: np.ndarray, b: np.ndarray) -> Rotation:
@@ -242,8 +250,8 @@ class InsertionScript:
                      Waypoint(EPISODE_STEPS, lift, l_pick, 0)]
         self.target, self.rot = self.hold.copy(), _rot(r_pick)
 
-    def __call__(self, physics, t: int) -> np.ndarray:
-        "The mocap action at step `t`."
+    def __call__(self, physics, t: float) -> np.ndarray:
+        "The mocap action at time `t` of the script's clock (control steps at nominal speed)."
         if t < 240:
             return np.concatenate([interpolate(self.left, t), interpolate(self.right, t)])
         qpos = physics.data.qpos
@@ -258,11 +266,69 @@ class InsertionScript:
         right = np.concatenate([link, self.rot.as_quat(scalar_first=True), [0]])
         return np.concatenate([interpolate(self.left, t), right])
 
-    def phase(self, t: int) -> str:
-        "The task phase at step `t`."
+    def phase(self, t: float) -> str:
+        "The task phase at time `t` of the script's clock."
         return _phase(self.schedule, t)
 
-SCRIPTS = {"transfer_cube": TransferCubeScript, "insertion": InsertionScript}
+class LiftCubeScript:
+    "Right arm picks the cube up and holds it high on its own side; the left arm stays where it started."
+    schedule = ((0, "reach"), (110, "grasp"), (165, "lift"), (240, "hold"))
+    show = np.array([0.15, 0.5, 0.2])    # where the right arm holds the cube up, 18 cm above the table
+
+    def __init__(self, physics):
+        cube = physics.data.qpos[16:19].copy()
+        cube[2] = _REST_Z["cube"]
+        home_l, r_pick = grasp_point(LEFT_LINK, LEFT_QUAT), pitched(RIGHT_QUAT, PICK_PITCH)
+        self.right = [*_right_pick(cube), Waypoint(240, self.show, r_pick, 0),
+                      Waypoint(EPISODE_STEPS, self.show, r_pick, 0)]
+        self.left = [Waypoint(0, home_l, LEFT_QUAT, 0), Waypoint(EPISODE_STEPS, home_l, LEFT_QUAT, 0)]
+
+    def __call__(self, physics, t: float) -> np.ndarray:
+        "The mocap action at time `t` of the script's clock (control steps at nominal speed)."
+        return np.concatenate([interpolate(self.left, t), interpolate(self.right, t)])
+
+    def phase(self, t: float) -> str:
+        "The task phase at time `t` of the script's clock."
+        return _phase(self.schedule, t)
+
+SCRIPTS = {"transfer_cube": TransferCubeScript, "insertion": InsertionScript, "lift_cube": LiftCubeScript}
+
+def succeeded(task: str, max_reward: int, final_reward: int) -> bool:
+    "Whether an episode of `task` succeeded: the scene's top reward reached (4), or for `lift_cube` the cube"
+    " still held up by the right arm alone at the end (the transfer scene's reward 2)."
+    return final_reward == 2 if task == "lift_cube" else max_reward == 4
+
+# %% ../nbs/06_sim.ipynb #86d8d57f
+@dataclass(frozen=True)
+class Timing:
+    "When a script runs: `delay` control steps at rest, then equal parts of its clock at their own `speeds`."
+    delay: int = 0
+    speeds: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        if self.delay < 0 or not self.speeds or min(self.speeds) <= 0:
+            raise ValueError(f"Timing(delay={self.delay}, speeds={self.speeds}): need delay ≥ 0 and speeds > 0")
+
+    def clock(self, t: int) -> float:
+        "The script's time at control step `t` (0 during the delay, `EPISODE_STEPS` once it has run through)."
+        part, left, clock = EPISODE_STEPS / len(self.speeds), float(t - self.delay), 0.0
+        for speed in self.speeds:
+            used = min(max(left, 0.0), part / speed)    # control steps spent in this part
+            clock, left = clock + used * speed, left - used
+        return min(clock, float(EPISODE_STEPS))
+
+    @property
+    def steps(self) -> int:
+        "Control steps until the script's clock reaches its end."
+        part = EPISODE_STEPS / len(self.speeds)
+        return self.delay + int(np.ceil(sum(part / s for s in self.speeds) - 1e-9))
+
+    @classmethod
+    def drawn(cls, seed: int, max_delay: int = 50, speeds: tuple[float, float] = (0.7, 1.4), parts: int = 4) -> Timing:
+        "Timing drawn from `seed`: a delay in 0…`max_delay` steps and `parts` speeds log-uniform in `speeds`."
+        rng = np.random.default_rng([seed, 7])
+        drawn = np.exp(rng.uniform(*np.log(speeds), size=parts))
+        return cls(int(rng.integers(max_delay + 1)), tuple(float(s) for s in drawn))
 
 # %% ../nbs/06_sim.ipynb #608575f1
 @dataclass
@@ -280,8 +346,8 @@ class Episode:
 
     @property
     def success(self) -> bool:
-        "Whether the scene's reward reached its maximum at some step."
-        return self.max_reward == 4
+        "Whether the episode reached its task's goal (`succeeded`)."
+        return succeeded(self.task, self.max_reward, self.final_reward)
 
 def _joints(physics, left_gripper: float, right_gripper: float) -> np.ndarray:
     "The 14 joint positions: six arm joints and a normalised gripper opening per arm, left first."
@@ -289,42 +355,48 @@ def _joints(physics, left_gripper: float, right_gripper: float) -> np.ndarray:
     return np.concatenate([q[:6], [normalize_puppet_gripper_position(left_gripper)],
                            q[8:14], [normalize_puppet_gripper_position(right_gripper)]])
 
-def rollout(task: str, seed: int, frame_every: int = 5, image_size: tuple[int, int] | None = (120, 160)) -> Episode:
-    "Run the scripted controller of `task` on the scene drawn from `seed` and record it."
+def rollout(task: str, seed: int, frame_every: int = 5, image_size: tuple[int, int] | None = (120, 160),
+            timing: Timing = Timing()) -> Episode:
+    "Run the scripted controller of `task` on the scene drawn from `seed` with `timing` and record it."
     poses = sample_object_poses(task, np.random.default_rng(seed))
     env = make_env(task, poses)
     env.reset()
     physics = env.physics
     script = SCRIPTS[task](physics)
     states, commands, images, facts, rewards = [], [], [], [], []
-    for t in range(EPISODE_STEPS):
+    for t in range(timing.steps):
+        clock = timing.clock(t)
         if t % frame_every == 0:
             states.append(_joints(physics, physics.data.qpos[6], physics.data.qpos[14]))
-            facts.append({**scene_facts(physics, task), "phase": script.phase(t), "step": t})
+            facts.append({**scene_facts(physics, task), "phase": script.phase(clock), "step": t})
             if image_size:
                 images.append(physics.render(height=image_size[0], width=image_size[1], camera_id="top"))
-        rewards.append(env.step(script(physics, t)).reward)
+        rewards.append(env.step(script(physics, clock)).reward)
         commands.append(_joints(physics, physics.data.ctrl[0], physics.data.ctrl[2]))   # grippers as commanded
-    frames = np.arange(0, EPISODE_STEPS, frame_every)
-    targets = np.array(commands)[np.minimum(frames + frame_every, EPISODE_STEPS) - 1]
+    frames = np.arange(0, timing.steps, frame_every)
+    targets = np.array(commands)[np.minimum(frames + frame_every, timing.steps) - 1]
     return Episode(task, seed, poses, np.array(states, dtype=np.float32), targets.astype(np.float32),
                    np.array(images) if image_size else None, facts, int(max(rewards)), int(rewards[-1]))
 
 # %% ../nbs/06_sim.ipynb #c0cf1912
 def _rollout_args(args: tuple) -> Episode:
-    "`rollout(*args)`, for a process pool."
-    return rollout(*args)
+    "`rollout(*args)`, with timing drawn from the seed when the last argument says so, for a process pool."
+    *args, drawn = args
+    return rollout(*args, timing=Timing.drawn(args[1]) if drawn else Timing())
 
 def collect(task: str, n_episodes: int, first_seed: int = 0, frame_every: int = 5,
-            image_size: tuple[int, int] | None = (120, 160), workers: int = 2, max_attempts: int | None = None):
-    "The first `n_episodes` successes of `task` over seeds `first_seed`, `first_seed + 1`, …, and every attempt."
+            image_size: tuple[int, int] | None = (120, 160), workers: int = 2, max_attempts: int | None = None,
+            drawn_timing: bool = False):
+    "The first `n_episodes` successes of `task` over seeds `first_seed`, `first_seed + 1`, …, and every attempt;"
+    " with `drawn_timing`, each seed's episode runs with `Timing.drawn(seed)`."
     from multiprocessing import get_context
 
     from tqdm import tqdm
 
     max_attempts = max_attempts or 3 * n_episodes
     kept, attempts = [], []
-    jobs = ((task, seed, frame_every, image_size) for seed in range(first_seed, first_seed + max_attempts))
+    seeds = range(first_seed, first_seed + max_attempts)
+    jobs = ((task, seed, frame_every, image_size, drawn_timing) for seed in seeds)
     with get_context("fork").Pool(workers) as pool, tqdm(total=n_episodes, desc=task, unit="episode") as bar:
         for ep in pool.imap(_rollout_args, jobs):
             attempts.append({"seed": ep.seed, "max_reward": ep.max_reward, "final_reward": ep.final_reward})
@@ -352,6 +424,10 @@ PHASE_TEXT = {
                   "grasp": "the arms are grasping the peg and the socket",
                   "align": "the right arm is lining the peg up with the socket",
                   "insert": "the peg is being pushed into the socket"},
+    "lift_cube": {"reach": "the right arm is reaching for the cube",
+                  "grasp": "the right arm is grasping the cube",
+                  "lift": "the right arm is lifting the cube",
+                  "hold": "the right arm is holding the cube up"},
 }
 HOLDERS = {("left",): "the left arm", ("right",): "the right arm", (): "neither arm"}
 FAMILIES = ("task", "gripper", "lifted", "holder", "side", "phase")
@@ -376,7 +452,7 @@ def _question(family: str, answer: str, choices: list[str], rng: np.random.Gener
 def scene_questions(facts: dict, rng: np.random.Generator) -> list[dict]:
     "Every unambiguous question the scene facts of one frame support."
     task = facts["task"]
-    out = [_question("task", TASK_NAMES[task], list(TASK_NAMES.values()), rng)]
+    out = [_question("task", TASK_NAMES[task], list(TASK_NAMES.values()), rng)] if task in TASK_NAMES else []
     for arm, opening in facts["gripper_open"].items():
         if opening > 0.7 or opening < 0.3:
             out.append(_question("gripper", "yes" if opening > 0.7 else "no", ["yes", "no"], rng, arm, arm=arm))
@@ -398,16 +474,19 @@ def scene_questions(facts: dict, rng: np.random.Generator) -> list[dict]:
     return out
 
 # %% ../nbs/06_sim.ipynb #929be725
-def balanced_questions(candidates: list[dict], per_answer: int, rng: np.random.Generator) -> tuple[list[dict], dict]:
-    "Equal counts (≤ `per_answer`) of each answer per (family, subject), shuffled; one-answer subjects counted out."
-    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
+def balanced_questions(candidates: list[dict], per_answer: int, rng: np.random.Generator,
+                       frame_bin: int | None = None) -> tuple[list[dict], dict]:
+    "Equal counts (≤ `per_answer`) of each answer per (family, subject[, frame // `frame_bin`]), shuffled; the"
+    " candidates of one-answer groups counted out per family/subject."
+    groups: dict[tuple, dict[str, list[dict]]] = {}
     for q in candidates:
-        groups.setdefault((q["family"], q["subject"]), {}).setdefault(q["choices"][q["answer"]], []).append(q)
+        where = q["image"].frame // frame_bin if frame_bin else 0
+        groups.setdefault((q["family"], q["subject"], where), {}).setdefault(q["choices"][q["answer"]], []).append(q)
     chosen, left_out = [], {}
-    for (family, subject), answers in sorted(groups.items(), key=lambda kv: (FAMILIES.index(kv[0][0]), kv[0][1])):
+    for (family, subject, _), answers in sorted(groups.items(), key=lambda kv: (FAMILIES.index(kv[0][0]), kv[0][1:])):
         if len(answers) == 1:
-            (answer, group), = answers.items()
-            left_out["/".join(filter(None, (family, subject)))] = {"answer": answer, "candidates": len(group)}
+            name = "/".join(filter(None, (family, subject)))
+            left_out[name] = left_out.get(name, 0) + len(next(iter(answers.values())))
             continue
         k = min(per_answer, *(len(g) for g in answers.values()))
         for group in answers.values():
