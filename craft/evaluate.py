@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data import ImageRef
 from .mcq import accuracy, choice_scores, paired_difference, predictions
 from .policy import ActionDecoder, require
 
 # %% auto #0
 __all__ = ['START', 'END', 'action_token_loss', 'trivial_chunks', 'action_error', 'task_metrics', 'retention_table',
-           'mcq_metrics', 'training_cost', 'checkpoint_metrics', 'eval_entry', 'text_prior', 'shuffled_images',
-           'prior_table', 'markers', 'fill_block', 'actions_markdown', 'results_markdown', 'write_results']
+           'mcq_metrics', 'training_cost', 'checkpoint_metrics', 'eval_entry', 'text_prior', 'clock_prior',
+           'shuffled_images', 'prior_table', 'markers', 'fill_block', 'actions_markdown', 'results_markdown',
+           'write_results']
 
 # %% ../nbs/15_evaluate.ipynb #ac6e441e
 @torch.no_grad()
@@ -97,20 +99,33 @@ def eval_entry(mcq: dict, held_out: dict) -> dict:
     return {"mcq": mcq["accuracy"], "retention": mcq["retention"], "vs_teacher": mcq["vs_teacher"], **held_out}
 
 # %% ../nbs/15_evaluate.ipynb #6f7acaa6
+def _majority_credit(votes: Counter, record) -> float:
+    "Credit for answering `record` with the most voted answer (ties split); chance when nothing voted."
+    if not votes:
+        return 1 / len(record.choices)
+    top = max(votes.values())
+    best = [a for a, c in votes.items() if c == top]
+    return (record.choices[record.answer] in best) / len(best)
+
 def text_prior(train: list, test: list) -> np.ndarray:
     "(N,) chance that each test question is answered right from its text alone (the training answers' majority)."
     counts = defaultdict(Counter)
     for r in train:
         counts[(r.question, tuple(r.choices))][r.choices[r.answer]] += 1
+    return np.array([_majority_credit(counts.get((r.question, tuple(r.choices)), Counter()), r) for r in test])
+
+def clock_prior(train: list, test: list, k: int = 5) -> np.ndarray:
+    "(N,) chance that each test question is answered right from its text, dataset and frame index alone: the"
+    " majority answer of the `k` training questions with the same text and choices about the nearest frames."
+    seen = defaultdict(list)
+    for r in train:
+        if isinstance(r.image, ImageRef):
+            seen[(r.image.root, r.question, tuple(r.choices))].append((r.image.frame, r.choices[r.answer]))
     out = []
     for r in test:
-        seen = counts.get((r.question, tuple(r.choices)))
-        if not seen:
-            out.append(1 / len(r.choices))
-            continue
-        top = max(seen.values())
-        best = [a for a, c in seen.items() if c == top]
-        out.append((r.choices[r.answer] in best) / len(best))
+        near = seen.get((r.image.root, r.question, tuple(r.choices)), []) if isinstance(r.image, ImageRef) else []
+        nearest = sorted(near, key=lambda fa: abs(fa[0] - r.image.frame))[:k]
+        out.append(_majority_credit(Counter(a for _, a in nearest), r))
     return np.array(out)
 
 def shuffled_images(records: list, images: list, seed: int = 0) -> list:
@@ -127,9 +142,9 @@ def shuffled_images(records: list, images: list, seed: int = 0) -> list:
     raise ValueError("could not give every question another frame's image: the questions are about too few frames "
                      "(the shuffled-image floor needs questions about several)")
 
-def prior_table(train: list, test: list) -> dict:
-    "The text prior's accuracy overall and per family of `test`."
-    hit, out = text_prior(train, test), {}
+def prior_table(train: list, test: list, prior=text_prior) -> dict:
+    "The accuracy of a `prior` (`text_prior`, `clock_prior`) overall and per family of `test`."
+    hit, out = prior(train, test), {}
     for family in ["overall", *sorted({r.family for r in test})]:
         idx = [i for i, r in enumerate(test) if family in ("overall", r.family)]
         out[family] = float(hit[idx].mean())
