@@ -283,9 +283,6 @@ class AnchorLoader(SeededCycle):
         super().__init__(len(cache), batch_size, seed, shard)
         self.cache, self.frames = cache, frames
 
-    def __iter__(self):
-        return self
-
     def __next__(self) -> tuple[dict, dict[str, Tensor]]:
         idx = self.next_indices()
         refs = [self.cache.references[i] for i in idx]

@@ -23,6 +23,9 @@ class SeededCycle:
         self.rank, self.world = shard                # this process takes every world-th item of a global batch
         self.epoch = self.position = 0
 
+    def __iter__(self):
+        return self
+
     def next_indices(self) -> list[int]:
         "This process's indices of the next global batch."
         out = []
@@ -50,9 +53,6 @@ class TaskLoader(SeededCycle):
     def __init__(self, frames, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         self.frames, self.rows = frames, frames.rows("train")
         super().__init__(len(self.rows), batch_size, seed, shard)
-
-    def __iter__(self):
-        return self
 
     def __next__(self) -> dict:
         return self.frames.batch(self.rows[self.next_indices()])
@@ -90,9 +90,6 @@ class QuestionLoader(SeededCycle):
     def __init__(self, records: list, frames, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         self.records, self.frames = records, frames
         super().__init__(len(records), batch_size, seed + 2, shard)   # a stream of its own, apart from replay's
-
-    def __iter__(self):
-        return self
 
     def __next__(self) -> tuple[list, list]:
         picked = [self.records[i] for i in self.next_indices()]
