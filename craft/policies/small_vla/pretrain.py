@@ -102,10 +102,9 @@ def pretrain(policy: SmallVLAPolicy, cfg: PretrainConfig, old: Frames, questions
     policy.train()
     for step in tqdm(range(1, cfg.steps + 1), desc="pretrain", disable=not progress):
         picked = [questions[i] for i in rng.integers(len(questions), size=cfg.question_batch)]
-        images = [image_of(r.image) for r in picked]
         q_loss = a_loss = torch.zeros(())
         if w > 0:
-            q_loss, _ = policy.loss(question_samples(policy, picked, images))
+            q_loss, _ = policy.loss(question_samples(policy, picked, [image_of(r.image) for r in picked]))
         if w < 1:
             rows = train_rows[rng.integers(len(train_rows), size=cfg.action_batch)]
             a_loss, _ = policy(old.batch(rows))
