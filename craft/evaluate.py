@@ -108,22 +108,24 @@ def _majority_credit(votes: Counter, record) -> float:
     return (record.choices[record.answer] in best) / len(best)
 
 def text_prior(train: list, test: list) -> np.ndarray:
-    "(N,) chance that each test question is answered right from its text alone (the training answers' majority)."
+    "(N,) chance that each test question is answered right from its text and choices (in any order) alone: the"
+    " majority answer of the training questions with the same."
     counts = defaultdict(Counter)
     for r in train:
-        counts[(r.question, tuple(r.choices))][r.choices[r.answer]] += 1
-    return np.array([_majority_credit(counts.get((r.question, tuple(r.choices)), Counter()), r) for r in test])
+        counts[(r.question, *sorted(r.choices))][r.choices[r.answer]] += 1
+    return np.array([_majority_credit(counts.get((r.question, *sorted(r.choices)), Counter()), r) for r in test])
 
 def clock_prior(train: list, test: list, k: int = 5) -> np.ndarray:
     "(N,) chance that each test question is answered right from its text, dataset and frame index alone: the"
-    " majority answer of the `k` training questions with the same text and choices about the nearest frames."
+    " majority answer of the `k` training questions with the same text and choices (in any order) about the"
+    " nearest frames."
     seen = defaultdict(list)
     for r in train:
         if isinstance(r.image, ImageRef):
-            seen[(r.image.root, r.question, tuple(r.choices))].append((r.image.frame, r.choices[r.answer]))
+            seen[(r.image.root, r.question, *sorted(r.choices))].append((r.image.frame, r.choices[r.answer]))
     out = []
     for r in test:
-        near = seen.get((r.image.root, r.question, tuple(r.choices)), []) if isinstance(r.image, ImageRef) else []
+        near = seen.get((r.image.root, r.question, *sorted(r.choices)), []) if isinstance(r.image, ImageRef) else []
         nearest = sorted(near, key=lambda fa: abs(fa[0] - r.image.frame))[:k]
         out.append(_majority_credit(Counter(a for _, a in nearest), r))
     return np.array(out)
