@@ -467,20 +467,18 @@ def scene_questions(facts: dict, rng: np.random.Generator) -> list[dict]:
         if abs(obj["xyz"][0]) > 0.02:
             out.append(_question("side", "left" if obj["xyz"][0] < 0 else "right", ["left", "right"], rng,
                                  name, obj=OBJECT_NAMES[name]))
-    phases = PHASE_TEXT[task]
-    others = [t for p, t in phases.items() if p != facts["phase"]]
-    distractors = list(rng.choice(others, size=min(3, len(others)), replace=False))
-    out.append(_question("phase", phases[facts["phase"]], [phases[facts["phase"]], *distractors], rng, task))
+    phases = PHASE_TEXT[task]      # every phase a choice: a subset would tell which phase it is not
+    out.append(_question("phase", phases[facts["phase"]], list(phases.values()), rng, task))
     return out
 
 # %% ../nbs/06_sim.ipynb #929be725
 def balanced_questions(candidates: list[dict], per_answer: int, rng: np.random.Generator,
                        frame_bin: int | None = None) -> tuple[list[dict], dict]:
-    "Equal counts (≤ `per_answer`) of each answer per (family, subject[, frame // `frame_bin`]), shuffled; the"
-    " candidates of one-answer groups counted out per family/subject."
+    "Equal counts (≤ `per_answer`) of each answer per (family, subject[, dataset, frame // `frame_bin`]), shuffled;"
+    " the candidates of one-answer groups counted out per family/subject."
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for q in candidates:
-        where = q["image"].frame // frame_bin if frame_bin else 0
+        where = (q["image"].root, q["image"].frame // frame_bin) if frame_bin else ()
         groups.setdefault((q["family"], q["subject"], where), {}).setdefault(q["choices"][q["answer"]], []).append(q)
     chosen, left_out = [], {}
     for (family, subject, _), answers in sorted(groups.items(), key=lambda kv: (FAMILIES.index(kv[0][0]), kv[0][1:])):
