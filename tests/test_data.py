@@ -9,7 +9,8 @@ from conftest import TINY, copy_repo, run
 
 from craft.data import load_dataset, load_mcq, split_episodes
 from craft.evaluate import prior_table
-from craft.sim import FAMILIES, SCRIPTS
+from craft.rollout import RECORDED_SEEDS
+from craft.sim import FAMILIES
 
 CHUNK = [k / 10 for k in range(8)]   # 8 future actions at the datasets' 10 fps
 
@@ -17,7 +18,8 @@ CHUNK = [k / 10 for k in range(8)]   # 8 future actions at the datasets' 10 fps
 def check_data(root, n_train: int, n_test: int) -> dict:
     "Both datasets load through LeRobot with action chunks and their splits; both MCQ files validate."
     report = json.loads((root / "data" / "collection.json").read_text())
-    for task in SCRIPTS:
+    assert set(report["tasks"]) == set(RECORDED_SEEDS), "the tasks 00_collect records"
+    for task in RECORDED_SEEDS:
         folder = root / "data" / task
         assert split_episodes(folder, "train") == list(range(n_train))
         assert split_episodes(folder, "test") == list(range(n_train, n_train + n_test))
