@@ -247,10 +247,10 @@ def _check_fields(raw, fail) -> None:
         fail(sorted(extra)[0], f"is not an MCQ field (known: {', '.join(_FIELDS)})")
 
 def _check_choices(raw, fail) -> None:
-    "2–4 distinct non-empty strings and an answer index into them."
+    "2–6 distinct non-empty strings and an answer index into them."
     choices = raw["choices"]
-    if not 2 <= len(choices) <= 4 or not all(isinstance(c, str) and c.strip() for c in choices):
-        fail("choices", f"must hold 2 to 4 non-empty strings, got {choices!r}")
+    if not 2 <= len(choices) <= 6 or not all(isinstance(c, str) and c.strip() for c in choices):
+        fail("choices", f"must hold 2 to 6 non-empty strings, got {choices!r}")
     if len(set(choices)) != len(choices):
         fail("choices", f"has duplicates: {choices!r}")
     if not 0 <= raw["answer"] < len(choices):
