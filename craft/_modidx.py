@@ -98,6 +98,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'craft.distributed.world_size': ('distributed.html#world_size', 'craft/distributed.py')},
             'craft.evaluate': { 'craft.evaluate._ci': ('evaluate.html#_ci', 'craft/evaluate.py'),
                                 'craft.evaluate._majority_credit': ('evaluate.html#_majority_credit', 'craft/evaluate.py'),
+                                'craft.evaluate._text_key': ('evaluate.html#_text_key', 'craft/evaluate.py'),
                                 'craft.evaluate.action_error': ('evaluate.html#action_error', 'craft/evaluate.py'),
                                 'craft.evaluate.action_token_loss': ('evaluate.html#action_token_loss', 'craft/evaluate.py'),
                                 'craft.evaluate.actions_markdown': ('evaluate.html#actions_markdown', 'craft/evaluate.py'),

@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 # %% auto #0
 __all__ = ['GRASP_DEPTH', 'LEFT_LINK', 'RIGHT_LINK', 'LEFT_QUAT', 'RIGHT_QUAT', 'TASK_PROMPTS', 'SCENE_OF', 'TOP_FOVY',
-           'LIFT_HEIGHT', 'PICK_PITCH', 'EPISODE_STEPS', 'SCRIPTS', 'TASK_NAMES', 'OBJECT_NAMES', 'PHASE_TEXT',
+           'LIFT_HEIGHT', 'PICK_PITCH', 'EPISODE_STEPS', 'SCRIPTS', 'GOALS', 'TASK_NAMES', 'OBJECT_NAMES', 'PHASE_TEXT',
            'HOLDERS', 'FAMILIES', 'pitched', 'grasp_point', 'Waypoint', 'interpolate', 'sample_object_poses',
            'posed_task', 'make_env', 'contacts', 'scene_facts', 'TransferCubeScript', 'InsertionScript',
            'LiftCubeScript', 'succeeded', 'Timing', 'Episode', 'rollout', 'collect', 'scene_questions',
@@ -293,10 +293,13 @@ class LiftCubeScript:
 
 SCRIPTS = {"transfer_cube": TransferCubeScript, "insertion": InsertionScript, "lift_cube": LiftCubeScript}
 
+GOALS = {"transfer_cube": (4, "reached"), "insertion": (4, "reached"),   # the scene's top reward, at some step
+         "lift_cube": (2, "at the end")}      # the transfer scene's reward 2: held by the right arm alone, at the end
+
 def succeeded(task: str, max_reward: int, final_reward: int) -> bool:
-    "Whether an episode of `task` succeeded: the scene's top reward reached (4), or for `lift_cube` the cube"
-    " still held up by the right arm alone at the end (the transfer scene's reward 2)."
-    return final_reward == 2 if task == "lift_cube" else max_reward == 4
+    "Whether an episode of `task` reached its goal reward (`GOALS`): at some step, or at the end."
+    reward, when = GOALS[task]
+    return (final_reward if when == "at the end" else max_reward) == reward
 
 # %% ../nbs/06_sim.ipynb #86d8d57f
 @dataclass(frozen=True)
@@ -380,9 +383,8 @@ def rollout(task: str, seed: int, frame_every: int = 5, image_size: tuple[int, i
 
 # %% ../nbs/06_sim.ipynb #c0cf1912
 def _rollout_args(args: tuple) -> Episode:
-    "`rollout(*args)`, with timing drawn from the seed when the last argument says so, for a process pool."
-    *args, drawn = args
-    return rollout(*args, timing=Timing.drawn(args[1]) if drawn else Timing())
+    "`rollout(*args)`, for a process pool."
+    return rollout(*args)
 
 def collect(task: str, n_episodes: int, first_seed: int = 0, frame_every: int = 5,
             image_size: tuple[int, int] | None = (120, 160), workers: int = 2, max_attempts: int | None = None,
@@ -396,7 +398,7 @@ def collect(task: str, n_episodes: int, first_seed: int = 0, frame_every: int = 
     max_attempts = max_attempts or 3 * n_episodes
     kept, attempts = [], []
     seeds = range(first_seed, first_seed + max_attempts)
-    jobs = ((task, seed, frame_every, image_size, drawn_timing) for seed in seeds)
+    jobs = ((task, seed, frame_every, image_size, Timing.drawn(seed) if drawn_timing else Timing()) for seed in seeds)
     with get_context("fork").Pool(workers) as pool, tqdm(total=n_episodes, desc=task, unit="episode") as bar:
         for ep in pool.imap(_rollout_args, jobs):
             attempts.append({"seed": ep.seed, "max_reward": ep.max_reward, "final_reward": ep.final_reward})
