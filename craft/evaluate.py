@@ -107,13 +107,17 @@ def _majority_credit(votes: Counter, record) -> float:
     best = [a for a, c in votes.items() if c == top]
     return (record.choices[record.answer] in best) / len(best)
 
+def _text_key(record) -> tuple:
+    "A question as a text-only reader sees it: its text and its choices in any order."
+    return (record.question, *sorted(record.choices))
+
 def text_prior(train: list, test: list) -> np.ndarray:
     "(N,) chance that each test question is answered right from its text and choices (in any order) alone: the"
     " majority answer of the training questions with the same."
     counts = defaultdict(Counter)
     for r in train:
-        counts[(r.question, *sorted(r.choices))][r.choices[r.answer]] += 1
-    return np.array([_majority_credit(counts.get((r.question, *sorted(r.choices)), Counter()), r) for r in test])
+        counts[_text_key(r)][r.choices[r.answer]] += 1
+    return np.array([_majority_credit(counts.get(_text_key(r), Counter()), r) for r in test])
 
 def clock_prior(train: list, test: list, k: int = 5) -> np.ndarray:
     "(N,) chance that each test question is answered right from its text, dataset and frame index alone: the"
@@ -122,10 +126,10 @@ def clock_prior(train: list, test: list, k: int = 5) -> np.ndarray:
     seen = defaultdict(list)
     for r in train:
         if isinstance(r.image, ImageRef):
-            seen[(r.image.root, r.question, *sorted(r.choices))].append((r.image.frame, r.choices[r.answer]))
+            seen[(r.image.root, *_text_key(r))].append((r.image.frame, r.choices[r.answer]))
     out = []
     for r in test:
-        near = seen.get((r.image.root, r.question, *sorted(r.choices)), []) if isinstance(r.image, ImageRef) else []
+        near = seen.get((r.image.root, *_text_key(r)), []) if isinstance(r.image, ImageRef) else []
         nearest = sorted(near, key=lambda fa: abs(fa[0] - r.image.frame))[:k]
         out.append(_majority_credit(Counter(a for _, a in nearest), r))
     return np.array(out)
